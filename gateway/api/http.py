@@ -1,0 +1,132 @@
+"""What every endpoint shares: tokens, bodies, blocking queries, filters and Consul's headers."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from gateway.acl.resolver import Caller
+from gateway.api.filter import compile_filter
+from gateway.control import ControlPlane
+from gateway.errors import InvalidInput
+
+T = TypeVar("T")
+DEFAULT_WAIT, MAX_WAIT = 300.0, 600.0
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def control(request: Request) -> ControlPlane:
+    return request.app.state.cp
+
+
+def token_of(request: Request) -> str | None:
+    """X-Consul-Token, then `Authorization: Bearer`, then the legacy ?token= parameter."""
+    token = request.headers.get("x-consul-token")
+    if token:
+        return token
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.query_params.get("token") or None
+
+
+def caller(request: Request) -> Caller:
+    return control(request).acl_resolver.resolve(token_of(request))
+
+
+async def json_body(request: Request) -> Any:
+    """Consul clients (py-consul among them) send JSON without a Content-Type, so read raw bytes."""
+    raw = await request.body()
+    if not raw.strip():
+        raise InvalidInput("Request decode failed: EOF")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"Request decode failed: {exc}") from None
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise InvalidInput("Request decode failed: expected a JSON object")
+    return body
+
+
+def parse_duration(text: str) -> float:
+    """Go's time.Duration syntax ("10s", "1m30s", "500ms"); a bare number means seconds."""
+    if re.fullmatch(r"\d+", text):
+        return float(text)
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise InvalidInput(f"Invalid wait time: {text!r}")
+    return total
+
+
+def parse_index(request: Request) -> int | None:
+    raw = request.query_params.get("index")
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"Invalid index: {raw!r}") from None
+    return max(value, 0)
+
+
+async def blocking(request: Request, *tables: str) -> int:
+    """Wait as a Consul blocking query does, then return the X-Consul-Index for these tables."""
+    cp = control(request)
+    min_index = parse_index(request)
+    if min_index:
+        raw = request.query_params.get("wait")
+        wait = min(parse_duration(raw), MAX_WAIT) if raw else DEFAULT_WAIT
+        wait += random.uniform(0, wait / 16)  # Consul's jitter, so waiters do not wake in lockstep
+        await cp.hub.wait(lambda: cp.state.index_of(*tables), min_index, wait)
+    return cp.state.index_of(*tables)
+
+
+def consul_json(data: Any, index: int | None = None, status_code: int = 200) -> JSONResponse:
+    headers = {"X-Consul-KnownLeader": "true", "X-Consul-LastContact": "0"}
+    if index is not None:
+        headers["X-Consul-Index"] = str(index)
+    return JSONResponse(data, status_code=status_code, headers=headers)
+
+
+def text(body: str, status_code: int) -> Response:
+    return Response(body, status_code=status_code, media_type="text/plain; charset=utf-8")
+
+
+def apply_filter(request: Request, items: list[Any], allowed: frozenset[str] | None = None) -> list[Any]:
+    expression = request.query_params.get("filter")
+    if not expression:
+        return items
+    predicate = compile_filter(expression, allowed)
+    return [item for item in items if predicate(item)]
+
+
+async def run(fn: Callable[..., T], *args: Any) -> T:
+    """Store writes block on disk: run them off the event loop."""
+    return await run_in_threadpool(fn, *args)
+
+
+def cas_param(request: Request) -> int | None:
+    raw = request.query_params.get("cas")
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput(f"Request decode failed: invalid cas {raw!r}") from None

@@ -1,0 +1,80 @@
+"""The `terminus` command: the server, and Consul-style client commands."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from typing import Annotated
+
+import typer
+
+from gateway.cli import acl, config, intention, services
+from gateway.cli.client import CLIError
+from gateway.cli.common import one_line_errors
+
+app = typer.Typer(help="terminus: terminating-gateway control service with Consul-compatible intentions.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+app.add_typer(intention.app, name="intention")
+app.add_typer(config.app, name="config")
+app.add_typer(services.app, name="services")
+app.add_typer(acl.app, name="acl")
+
+
+def split_addr(addr: str, flag: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise CLIError(f"{flag} must be HOST:PORT, got {addr!r}")
+    return host.strip("[]"), int(port)
+
+
+@app.command()
+@one_line_errors
+def server(
+    dev: Annotated[bool, typer.Option("--dev", help="In-memory-style dev mode: SQLite in a temp dir, ACLs off, loopback.")] = False,
+    http_addr: Annotated[str | None, typer.Option("--http-addr", help="HTTP API HOST:PORT (default 127.0.0.1:8500).")] = None,
+    grpc_addr: Annotated[str | None, typer.Option("--grpc-addr", help="xDS gRPC HOST:PORT (default 127.0.0.1:8502).")] = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Directory for the embedded SQLite database.")] = None,
+    database_url: Annotated[str | None, typer.Option("--database-url", help="e.g. postgresql+psycopg://user@host/db")] = None,
+    datacenter: Annotated[str | None, typer.Option("--datacenter", help="Datacenter name (default dc1).")] = None,
+    config_file: Annotated[str | None, typer.Option("--config-file", help="Consul agent config file (HCL or JSON).")] = None,
+    node_name: Annotated[str | None, typer.Option("--node", help="This server's node name (default: hostname).")] = None,
+) -> None:
+    """Run the control service."""
+    import uvicorn
+
+    from gateway.agentconfig import AgentConfig, load_agent_config
+    from gateway.api.app import create_app
+    from gateway.control import ControlPlane
+    from gateway.store.database import sqlite_url
+
+    cfg = load_agent_config(config_file) if config_file else AgentConfig()
+    if datacenter:
+        cfg = dataclasses.replace(cfg, datacenter=datacenter)
+    temp_dir = None
+    if dev:
+        temp_dir = tempfile.mkdtemp(prefix="terminus-dev-")
+        cfg = dataclasses.replace(cfg, acl_enabled=False, bind_addr="127.0.0.1")
+        data_dir = data_dir or temp_dir
+    data_dir = data_dir or cfg.data_dir
+    if not database_url and not data_dir:
+        raise CLIError("Must specify --data-dir, --database-url or a config file with data_dir (or use --dev)")
+    host, port = split_addr(http_addr or f"{cfg.bind_addr}:{cfg.http_port}", "--http-addr")
+    split_addr(grpc_addr or f"{cfg.bind_addr}:{cfg.grpc_port}", "--grpc-addr")  # validated now, served by xDS
+    url = database_url or sqlite_url(data_dir)  # type: ignore[arg-type]
+    cp = ControlPlane(cfg, url, node_name)
+    print(f"==> terminus server running (datacenter {cfg.datacenter}, storage {'PostgreSQL' if url.startswith('postgres') else 'SQLite in ' + str(data_dir)})")
+    print(f"    HTTP API: http://{host}:{port}   OpenAPI docs: http://{host}:{port}/docs")
+    print(f"    ACLs: {'enabled, default policy ' + cfg.acl_default_policy if cfg.acl_enabled else 'disabled'}")
+    print(f"    Try:  terminus intention create --deny --http-addr {host}:{port} web db && "
+          f"terminus intention check --http-addr {host}:{port} web db", flush=True)
+    try:
+        uvicorn.run(create_app(cp), host=host, port=port, log_level="warning", loop="auto")
+    finally:
+        cp.close()
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
