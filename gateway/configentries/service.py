@@ -24,12 +24,14 @@ def entry_key(kind: str, name: str, namespace: str = "", partition: str = "") ->
     return (kind, partition or "default", namespace or "default", name)
 
 
-def prepare(raw: dict[str, Any], legacy: bool = False) -> dict[str, Any]:
+def prepare(raw: dict[str, Any], legacy: bool = False, canonical: bool = False) -> dict[str, Any]:
     """Canonical keys, defaults and validation: the entry exactly as it will be stored.
 
     `legacy` is set only by the UUID intentions API, whose writes keep LegacyID fields.
+    `canonical` skips key canonicalization for entries terminus built itself (already
+    canonical); validation always runs.
     """
-    entry = canonical_config_entry(raw)
+    entry = dict(raw) if canonical else canonical_config_entry(raw)
     for field in READ_ONLY:
         entry.pop(field, None)
     kind = entry.get("Kind", "")
@@ -114,7 +116,7 @@ class ConfigEntryService:
             if updated is None:
                 txn.delete("config", key)
             else:
-                txn.put("config", key, prepare(updated, legacy=legacy))
+                txn.put("config", key, prepare(updated, legacy=legacy, canonical=True))
 
         self.store.write(write)
 

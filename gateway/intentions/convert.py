@@ -304,7 +304,8 @@ def upsert_source(
             "Sources": [],
         }
     else:
-        new = copy.deepcopy(dict(entry))
+        # shallow: stored entries are immutable, and normalization copies what it changes
+        new = dict(entry)
         new["Sources"] = list(new.get("Sources") or [])
     incoming = copy.deepcopy(dict(source))
     key = _entry_key(new, incoming)
@@ -323,7 +324,7 @@ def remove_source(entry: Mapping[str, Any], key: SourceKey) -> dict[str, Any] | 
     Returns None when no source remains (Consul then deletes the whole entry).
     When nothing matches, returns an equal copy: by-name deletes are idempotent.
     """
-    new = copy.deepcopy(dict(entry))
+    new = dict(entry)  # shallow: stored entries are immutable
     sources = [s for s in new.get("Sources") or [] if _entry_key(new, s) != tuple(key)]
     if not sources:
         return None

@@ -147,19 +147,19 @@ class CompiledIntention:
     """One source of a service-intentions entry, ready to decide with."""
 
     __slots__ = (
-        "id", "source", "destination", "action", "permissions", "precedence", "description", "meta",
-        "l4_decision", "permission_decisions", "unmatched_decision",
+        "id", "source", "destination", "action", "permissions", "precedence", "description",
+        "l4_decision", "permission_decisions", "unmatched_decision", "spec",
     )
 
-    def __init__(self, entry: Mapping[str, Any], src: Mapping[str, Any]) -> None:
+    def __init__(self, entry: Mapping[str, Any], src: Mapping[str, Any], destination: ServiceName) -> None:
+        self.spec = src  # what it was compiled from: an unchanged source is not recompiled
         self.id: str = src.get("LegacyID") or ""
-        self.destination = ServiceName(entry["Name"], entry.get("Namespace") or DEFAULT, entry.get("Partition") or DEFAULT)
+        self.destination = destination
         self.source = ServiceName(src["Name"], src.get("Namespace") or DEFAULT, src.get("Partition") or DEFAULT, src.get("Peer") or "")
         self.action: str | None = src.get("Action") or None
         self.permissions = tuple(CompiledPermission(p) for p in src.get("Permissions") or ())
         self.precedence: int = src.get("Precedence", 0)
         self.description: str = src.get("Description", "")
-        self.meta: Mapping[str, str] = src.get("LegacyMeta") or entry.get("Meta") or {}
         self.l4_decision: Decision
         self.permission_decisions: tuple[Decision, ...] = ()
         self.unmatched_decision: Decision
@@ -275,22 +275,31 @@ class IntentionEngine:
         """Incremental: recompile one destination; only views that include it are rebuilt."""
         with self._lock:
             old = self._entry_dest.pop(entry_key, None)
-            if old is not None:
-                self._by_dest.pop(old, None)
-            new = self._put(entry) if entry is not None else None
+            previous = self._by_dest.pop(old, None) if old is not None else None
+            new = self._put(entry, previous) if entry is not None else None
             for dkey in {k for k in (old, new) if k is not None}:
                 for affected in self._affected_views(dkey):
                     self._rebuild_view(affected)
                 self._ensure_wildcard_views(dkey)
             self.generation += 1
 
-    def _put(self, entry: Mapping[str, Any]) -> str | None:
-        compiled = [CompiledIntention(entry, src) for src in entry.get("Sources") or ()]
-        if not compiled:
+    def _put(self, entry: Mapping[str, Any], previous: Mapping[str, CompiledIntention] | None = None) -> str | None:
+        sources = entry.get("Sources") or ()
+        if not sources:
             return None
-        for ci in compiled:
-            ci.prepare_decisions(self.default_allow, self.default_reason)
-        dest = compiled[0].destination
+        dest = ServiceName(entry["Name"], entry.get("Namespace") or DEFAULT, entry.get("Partition") or DEFAULT)
+        compiled = []
+        for src in sources:
+            # An unchanged source keeps its compiled form: a write that adds one source to a
+            # destination with many compiles one intention, not all of them.
+            ci = None
+            if previous:
+                origin = f"peer:{src['Peer']}" if src.get("Peer") else f"ap:{src.get('Partition') or DEFAULT}"
+                ci = previous.get(_SEP.join((origin, src.get("Namespace") or DEFAULT, src["Name"])))
+            if ci is None or ci.spec != src:
+                ci = CompiledIntention(entry, src, dest)
+                ci.prepare_decisions(self.default_allow, self.default_reason)
+            compiled.append(ci)
         dkey = dest.dest_keys[0]
         self._by_dest[dkey] = {ci.source.source_keys[0]: ci for ci in compiled}
         self._entry_dest[(dest.partition, dest.namespace, dest.name)] = dkey

@@ -173,7 +173,9 @@ def normalize_service_intentions(entry: Mapping[str, Any], *, legacy: bool = Fal
     sources are stable-sorted by precedence, highest first. `Meta` is kept as given:
     Consul tags it omitempty, so a missing Meta stays missing.
     """
-    out = copy.deepcopy(dict(_dict(entry, "entry")))
+    # Shallow copies of exactly what is changed below: stored entries are never mutated,
+    # so the rest can be shared, and a write does not pay to copy every source.
+    out = dict(_dict(entry, "entry"))
     out["Kind"] = SERVICE_INTENTIONS
     dest_ns = _str(out, "Namespace", "Namespace") or DEFAULT
     dest_partition = _str(out, "Partition", "Partition") or DEFAULT
@@ -184,7 +186,7 @@ def normalize_service_intentions(entry: Mapping[str, Any], *, legacy: bool = Fal
     sources: list[dict[str, Any]] = []
     for i, raw in enumerate(_list(out, "Sources", "Sources")):
         path = f"Sources[{i}]"
-        src = _dict(raw, path)
+        src = dict(_dict(raw, path))
         if not _str(src, "Type", f"{path}.Type"):
             src["Type"] = SOURCE_TYPE_CONSUL
 
@@ -214,11 +216,18 @@ def normalize_service_intentions(entry: Mapping[str, Any], *, legacy: bool = Fal
             for key in _LEGACY_ONLY_FIELDS:
                 src.pop(key, None)
 
-        for j, perm in enumerate(_list(src, "Permissions", f"{path}.Permissions")):
-            perm = _dict(perm, f"{path}.Permissions[{j}]")
-            http = perm.get("HTTP")
-            if isinstance(http, dict) and isinstance(http.get("Methods"), list):
-                http["Methods"] = [m.upper() if isinstance(m, str) else m for m in http["Methods"]]
+        perms = _list(src, "Permissions", f"{path}.Permissions")
+        if perms:
+            copied = []
+            for j, perm in enumerate(perms):
+                perm = _dict(perm, f"{path}.Permissions[{j}]")
+                http = perm.get("HTTP")
+                if isinstance(http, dict) and isinstance(http.get("Methods"), list):
+                    upper = [m.upper() if isinstance(m, str) else m for m in http["Methods"]]
+                    if upper != http["Methods"]:
+                        perm = {**perm, "HTTP": {**http, "Methods": upper}}
+                copied.append(perm)
+            src["Permissions"] = copied
         sources.append(src)
 
     sources.sort(key=lambda s: -s["Precedence"])  # list.sort is stable, like sort.SliceStable

@@ -1,23 +1,27 @@
 """Durable, serialized writes and the change feed.
 
-Every write runs `fn(txn)` inside one database transaction that first takes the index
+Every write runs `fn(txn)` inside a database transaction that first takes the index
 counter's row lock (BEGIN IMMEDIATE on SQLite), so writers are serialized across threads
 and across processes sharing one PostgreSQL. Only after COMMIT is the in-memory state
 updated and waiters woken: an acknowledged write is on disk, and nobody reads a write
 that could still roll back.
+
+Group commit: writers that arrive while a commit is in progress queue up, and the next
+committer runs all of them in one transaction - each in its own SAVEPOINT with its own
+index, so one failing write never takes its neighbours with it - and pays for one fsync.
 """
 
 from __future__ import annotations
 
-import copy
+import functools
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, delete, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.store import models
 from gateway.store.database import make_engine, upgrade
@@ -35,13 +39,17 @@ class _TableSpec:
     model: type[models.Base]
     key_columns: tuple[str, ...]
 
-    def row(self, key: Key, body: dict[str, Any], create_index: int, modify_index: int) -> models.Base:
+    def values(self, key: Key, body: dict[str, Any], create_index: int, modify_index: int) -> dict[str, Any]:
         cols = dict(zip(self.key_columns, key))
-        extra = _EXTRA_COLUMNS.get(self.model.__tablename__, lambda b: {})(body)
         if self.model is models.SystemKV:
-            return models.SystemKV(**cols, value=body["Value"], modify_index=modify_index)
+            return {**cols, "value": body["Value"], "modify_index": modify_index}
+        extra = _EXTRA_COLUMNS.get(self.model.__tablename__, lambda b: {})(body)
         stored = {k: v for k, v in body.items() if k not in ("CreateIndex", "ModifyIndex", "_SecretHash")}
-        return self.model(**cols, **extra, body=stored, create_index=create_index, modify_index=modify_index)
+        return {**cols, **extra, "body": stored, "create_index": create_index, "modify_index": modify_index}
+
+    def where(self, key: Key) -> list[Any]:
+        table = self.model.__table__
+        return [table.c[c] == v for c, v in zip(self.key_columns, key)]
 
     def record(self, row: Any) -> dict[str, Any]:
         if self.model is models.SystemKV:
@@ -72,18 +80,40 @@ TABLES: dict[str, _TableSpec] = {
 }
 
 
-class Txn:
-    """A write in progress. Reads see the committed state plus this write's own changes."""
+@functools.cache
+def _upsert_statement(dialect_name: str, spec: _TableSpec) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE, built once per table: one statement, both databases."""
+    table = spec.model.__table__
+    stmt = (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
+    updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in spec.key_columns}
+    return stmt.on_conflict_do_update(index_elements=list(spec.key_columns), set_=updates)
 
-    def __init__(self, session: Session, state: State, index: int) -> None:
-        self.session = session
+
+def _upsert(conn: Connection, spec: _TableSpec, values: dict[str, Any]) -> None:
+    conn.execute(_upsert_statement(conn.dialect.name, spec), values)
+
+
+class Txn:
+    """A write in progress. Reads see the committed state plus this write's own changes.
+
+    `put` takes ownership of the body it is given (it is stored and kept in memory as is):
+    callers pass freshly built dicts and must not mutate them afterwards.
+    """
+
+    def __init__(
+        self, conn: Connection, state: State, index: int,
+        earlier: dict[tuple[str, Key], dict[str, Any] | None] | None = None,
+    ) -> None:
+        self.conn = conn
         self.state = state
         self.index = index
         self.pending: dict[tuple[str, Key], dict[str, Any] | None] = {}
+        self._earlier = earlier or {}  # writes of the same commit batch that ran before this one
 
     def get(self, table: str, key: Key) -> dict[str, Any] | None:
-        if (table, key) in self.pending:
-            return self.pending[(table, key)]
+        for layer in (self.pending, self._earlier):
+            if (table, key) in layer:
+                return layer[(table, key)]
         return self.state.get(table, key)
 
     def put(self, table: str, key: Key, body: dict[str, Any]) -> dict[str, Any]:
@@ -91,8 +121,8 @@ class Txn:
         spec = TABLES[table]
         old = self.get(table, key)
         create_index = old["CreateIndex"] if old and "CreateIndex" in old else self.index
-        record = copy.deepcopy(body)
-        self.session.merge(spec.row(key, record, create_index, self.index))
+        record = dict(body)
+        _upsert(self.conn, spec, spec.values(key, record, create_index, self.index))
         if table != "system":
             record["CreateIndex"] = create_index
         record["ModifyIndex"] = self.index
@@ -106,10 +136,19 @@ class Txn:
         if self.get(table, key) is None:
             return False
         spec = TABLES[table]
-        cond = [getattr(spec.model, c) == v for c, v in zip(spec.key_columns, key)]
-        self.session.execute(delete(spec.model).where(*cond))
+        self.conn.execute(delete(spec.model.__table__).where(*spec.where(key)))
         self.pending[(table, key)] = None
         return True
+
+
+class _Write:
+    __slots__ = ("fn", "result", "error", "done")
+
+    def __init__(self, fn: Callable[[Txn], Any]) -> None:
+        self.fn = fn
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
 
 
 class Store:
@@ -118,7 +157,9 @@ class Store:
         self.engine = make_engine(url)
         upgrade(self.engine)
         self.state = State()
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # held by the one committer (and by catch-up/reload)
+        self._queue: list[_Write] = []
+        self._queue_lock = threading.Lock()
         self._commit_hooks: list[Callable[[], None]] = []
         self._writes = 0
         self._ensure_counter()
@@ -132,19 +173,21 @@ class Store:
         self._commit_hooks.append(hook)
 
     def _ensure_counter(self) -> None:
-        with Session(self.engine) as s, s.begin():
-            if s.get(models.IndexCounter, 1) is None:
-                s.add(models.IndexCounter(id=1, value=1))
+        counter = models.IndexCounter.__table__
+        with self.engine.begin() as conn:
+            if conn.execute(select(counter.c.value).where(counter.c.id == 1)).first() is None:
+                conn.execute(insert(counter).values(id=1, value=1))
 
     # -- loading and following ------------------------------------------------------------
 
     def reload(self) -> None:
         """Load every table: at start-up, or when the change feed no longer reaches back far enough."""
-        with self._lock, Session(self.engine) as s:
-            counter = s.get(models.IndexCounter, 1)
+        with self._lock, self.engine.connect() as s:
+            counter = models.IndexCounter.__table__
+            counter_value = s.execute(select(counter.c.value).where(counter.c.id == 1)).scalar()
             fresh = State(listeners=self.state.listeners)
             for table, spec in TABLES.items():
-                for row in s.scalars(select(spec.model)):
+                for row in s.execute(select(spec.model.__table__)):
                     key = tuple(getattr(row, c) for c in spec.key_columns)
                     rec = spec.record(row)
                     fresh.tables[table][key] = rec
@@ -158,16 +201,16 @@ class Store:
                 fresh.table_index[table] = max(fresh.table_index[table], idx)
                 if table == "config":
                     fresh.table_index[f"config:{key[0]}"] = max(fresh.table_index[f"config:{key[0]}"], idx)
-            fresh.index = counter.value if counter else 1
+            fresh.index = counter_value or 1
             self.state.__dict__.update(fresh.__dict__)
             for listener in self.state.listeners:
                 listener("*", (), None, None)
 
-    def catch_up(self, session: Session | None = None) -> None:
+    def catch_up(self, conn: Connection | None = None) -> None:
         """Apply changes other processes committed since our last index."""
         with self._lock:
-            own = session is None
-            s = session or Session(self.engine)
+            own = conn is None
+            s = conn or self.engine.connect()
             try:
                 rows = s.execute(
                     select(models.Change.index, models.Change.table, models.Change.key)
@@ -182,8 +225,7 @@ class Store:
                     return
                 for idx, table, key in rows:
                     spec = TABLES[table]
-                    cond = [getattr(spec.model, c) == v for c, v in zip(spec.key_columns, key)]
-                    row = s.scalars(select(spec.model).where(*cond)).first()
+                    row = s.execute(select(spec.model.__table__).where(*spec.where(tuple(key)))).first()
                     self.state.apply(idx, table, tuple(key), None if row is None else spec.record(row))
             finally:
                 if own:
@@ -193,35 +235,82 @@ class Store:
     # -- writing ---------------------------------------------------------------------------
 
     def write(self, fn: Callable[[Txn], T]) -> T:
-        """Run fn in one serialized transaction; raise to abort (nothing is written)."""
-        with self._lock, Session(self.engine) as s:
-            s.begin()
-            try:
-                index = s.execute(
-                    update(models.IndexCounter).where(models.IndexCounter.id == 1)
-                    .values(value=models.IndexCounter.value + 1).returning(models.IndexCounter.value)
-                ).scalar_one()
-                if index - 1 > self.state.index:
-                    self.catch_up(s)
-                txn = Txn(s, self.state, index)
-                result = fn(txn)
-                if not txn.pending:
-                    s.rollback()
-                    return result
-                for table, key in txn.pending:
-                    s.add(models.Change(index=index, table=table, key=list(key)))
-                self._writes += 1
-                if self._writes % 1000 == 0:
-                    s.execute(delete(models.Change).where(models.Change.index < index - CHANGE_RETENTION))
-                s.commit()
-            except BaseException:
-                s.rollback()
-                raise
-            # committed: now, and only now, the write becomes visible
-            for (table, key), record in txn.pending.items():
-                self.state.apply(index, table, key, record)
+        """Run fn in a serialized transaction and return once it is durable.
+
+        Raise inside fn to abort: nothing it wrote is kept, and the exception reaches the
+        caller. fn may run on another writer's thread (group commit), so it must not rely
+        on thread-local state.
+        """
+        job = _Write(fn)
+        with self._queue_lock:
+            self._queue.append(job)
+        with self._lock:
+            if not job.done:  # nobody committed us while we waited: commit everything queued
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
         self._fire_hooks()
-        return result
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
+
+    def _commit(self, batch: list[_Write]) -> None:
+        counter = models.IndexCounter.__table__
+        changes = models.Change.__table__
+        applied: list[tuple[int, dict[tuple[str, Key], dict[str, Any] | None]]] = []
+        try:
+            with self.engine.connect() as conn:
+                conn.begin()
+                try:
+                    last = conn.execute(
+                        update(counter).where(counter.c.id == 1)
+                        .values(value=counter.c.value + len(batch)).returning(counter.c.value)
+                    ).scalar_one()
+                    first = last - len(batch) + 1
+                    if first - 1 > self.state.index:
+                        self.catch_up(conn)
+                    earlier: dict[tuple[str, Key], dict[str, Any] | None] = {}
+                    for offset, job in enumerate(batch):
+                        txn = Txn(conn, self.state, first + offset, earlier)
+                        savepoint = conn.begin_nested() if len(batch) > 1 else None
+                        try:
+                            job.result = job.fn(txn)
+                        except BaseException as exc:  # this write only: roll back to its savepoint
+                            if savepoint is None:
+                                raise
+                            savepoint.rollback()
+                            job.error = exc
+                            continue
+                        if savepoint is not None:
+                            savepoint.commit()
+                        if txn.pending:
+                            conn.execute(insert(changes), [{"index": txn.index, "table": t, "key": list(k)} for t, k in txn.pending])
+                            earlier.update(txn.pending)
+                            applied.append((txn.index, txn.pending))
+                    self._writes += len(applied)
+                    if applied and self._writes % 1000 < len(applied):
+                        conn.execute(delete(changes).where(changes.c.index < last - CHANGE_RETENTION))
+                    if applied:
+                        conn.commit()
+                    else:
+                        conn.rollback()
+                except BaseException:
+                    conn.rollback()
+                    raise
+        except BaseException as exc:  # the transaction itself failed: no write of the batch happened
+            for job in batch:
+                if job.error is None:
+                    job.error = exc
+                job.done = True
+            return
+        # committed: now, and only now, the writes become visible, in index order
+        for index, pending in applied:
+            for (table, key), record in pending.items():
+                self.state.apply(index, table, key, record)
+        if applied:
+            self.state.index = max(self.state.index, last)
+        for job in batch:
+            job.done = True
 
     def _fire_hooks(self) -> None:
         for hook in self._commit_hooks:
