@@ -99,6 +99,7 @@ def main() -> None:
                 list(pool.map(worker, range(args.threads)))
             concurrent = args.count / (time.perf_counter() - start)
             stored = len(httpx.get(f"{url}/v1/connect/intentions").json())
+            metrics = {c["Name"]: c["Count"] for c in httpx.get(f"{url}/v1/agent/metrics").json()["Counters"]}
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
@@ -107,6 +108,7 @@ def main() -> None:
         f"upserts_per_s_{args.threads}_threads": round(concurrent),
         "anchor_leader_get_per_s": round(leader),
         "intentions_stored": stored,
+        "writes_per_commit": round(metrics["terminus.store.writes"] / max(1, metrics["terminus.store.commits"]), 2),
         "storage": "sqlite (WAL, synchronous=FULL)",
         "cpus": os.cpu_count(),
     }

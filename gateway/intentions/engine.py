@@ -353,6 +353,8 @@ class IntentionEngine:
             return None
         s0, s1, s2 = source.source_keys
         best = view.get(s0)
+        if best is not None and best.precedence == 9:  # exact to exact: nothing can outrank it
+            return best
         other = view.get(s1)
         if other is not None and (best is None or other.precedence > best.precedence):
             best = other

@@ -13,14 +13,14 @@ index, so one failing write never takes its neighbours with it - and pays for on
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, delete, insert, select, text, update
+from sqlalchemy import JSON, Connection, bindparam, delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.store import models
@@ -80,17 +80,65 @@ TABLES: dict[str, _TableSpec] = {
 }
 
 
-@functools.cache
-def _upsert_statement(dialect_name: str, spec: _TableSpec) -> Any:
-    """INSERT ... ON CONFLICT DO UPDATE, built once per table: one statement, both databases."""
-    table = spec.model.__table__
-    stmt = (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
-    updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in spec.key_columns}
-    return stmt.on_conflict_do_update(index_elements=list(spec.key_columns), set_=updates)
+class _Prepared:
+    """A statement compiled once per dialect and run as driver SQL.
+
+    The write path runs three statements per write; building and cache-keying them through
+    SQLAlchemy's expression layer cost more than SQLite's own work, so they are compiled
+    once and executed with exec_driver_sql (JSON values serialized here, as the JSON type would).
+    """
+
+    def __init__(self, build: Callable[[str], Any]) -> None:
+        self._build = build
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, frozenset[str], dict[str, Any]]] = {}
+
+    def _compile(self, conn: Connection) -> tuple[str, tuple[str, ...] | None, frozenset[str], dict[str, Any]]:
+        found = self._compiled.get(conn.dialect.name)
+        if found is None:
+            compiled = self._build(conn.dialect.name).compile(dialect=conn.dialect)
+            positional = tuple(compiled.positiontup) if compiled.positional else None
+            json_params = frozenset(name for name, bp in compiled.binds.items() if isinstance(bp.type, JSON))
+            literals = {k: v for k, v in compiled.params.items() if v is not None}  # e.g. "WHERE id = 1"
+            found = self._compiled[conn.dialect.name] = (compiled.string, positional, json_params, literals)
+        return found
+
+    def _params(self, conn: Connection, values: dict[str, Any]) -> Any:
+        _, positional, json_params, literals = self._compile(conn)
+        values = {**literals, **{k: (json.dumps(v) if k in json_params else v) for k, v in values.items()}}
+        return values if positional is None else tuple(values[name] for name in positional)
+
+    def execute(self, conn: Connection, values: dict[str, Any]) -> Any:
+        return conn.exec_driver_sql(self._compile(conn)[0], self._params(conn, values))
+
+    def execute_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        conn.exec_driver_sql(self._compile(conn)[0], [self._params(conn, r) for r in rows])
+
+
+def _upsert_builder(spec: _TableSpec) -> Callable[[str], Any]:
+    def build(dialect_name: str) -> Any:
+        """INSERT ... ON CONFLICT DO UPDATE: one statement, on both SQLite and PostgreSQL."""
+        table = spec.model.__table__
+        stmt = (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
+        updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in spec.key_columns}
+        return stmt.on_conflict_do_update(index_elements=list(spec.key_columns), set_=updates)
+
+    return build
+
+
+_COUNTER = models.IndexCounter.__table__
+_CHANGES = models.Change.__table__
+_BUMP_INDEX = _Prepared(lambda _: update(_COUNTER).where(_COUNTER.c.id == 1)
+                        .values(value=_COUNTER.c.value + bindparam("n")).returning(_COUNTER.c.value))
+_INSERT_CHANGE = _Prepared(lambda _: insert(_CHANGES).values(
+    index=bindparam("index"), table=bindparam("table"), key=bindparam("key", type_=JSON)))
+_UPSERTS: dict[str, _Prepared] = {}
 
 
 def _upsert(conn: Connection, spec: _TableSpec, values: dict[str, Any]) -> None:
-    conn.execute(_upsert_statement(conn.dialect.name, spec), values)
+    prepared = _UPSERTS.get(spec.model.__tablename__)
+    if prepared is None:
+        prepared = _UPSERTS[spec.model.__tablename__] = _Prepared(_upsert_builder(spec))
+    prepared.execute(conn, values)
 
 
 class Txn:
@@ -162,6 +210,7 @@ class Store:
         self._queue_lock = threading.Lock()
         self._commit_hooks: list[Callable[[], None]] = []
         self._writes = 0
+        self.stats = {"commits": 0, "writes": 0}  # writes/commits = the group-commit batching factor
         self._ensure_counter()
         self.reload()
 
@@ -255,17 +304,13 @@ class Store:
         return job.result  # type: ignore[no-any-return]
 
     def _commit(self, batch: list[_Write]) -> None:
-        counter = models.IndexCounter.__table__
-        changes = models.Change.__table__
+        changes = _CHANGES
         applied: list[tuple[int, dict[tuple[str, Key], dict[str, Any] | None]]] = []
         try:
             with self.engine.connect() as conn:
                 conn.begin()
                 try:
-                    last = conn.execute(
-                        update(counter).where(counter.c.id == 1)
-                        .values(value=counter.c.value + len(batch)).returning(counter.c.value)
-                    ).scalar_one()
+                    last = _BUMP_INDEX.execute(conn, {"n": len(batch)}).scalar_one()
                     first = last - len(batch) + 1
                     if first - 1 > self.state.index:
                         self.catch_up(conn)
@@ -284,7 +329,8 @@ class Store:
                         if savepoint is not None:
                             savepoint.commit()
                         if txn.pending:
-                            conn.execute(insert(changes), [{"index": txn.index, "table": t, "key": list(k)} for t, k in txn.pending])
+                            _INSERT_CHANGE.execute_many(
+                                conn, [{"index": txn.index, "table": t, "key": list(k)} for t, k in txn.pending])
                             earlier.update(txn.pending)
                             applied.append((txn.index, txn.pending))
                     self._writes += len(applied)
@@ -292,6 +338,8 @@ class Store:
                         conn.execute(delete(changes).where(changes.c.index < last - CHANGE_RETENTION))
                     if applied:
                         conn.commit()
+                        self.stats["commits"] += 1
+                        self.stats["writes"] += len(applied)
                     else:
                         conn.rollback()
                 except BaseException:

@@ -45,3 +45,23 @@ async def agent_self(request: Request) -> JSONResponse:
         "Member": {"Name": cp.catalog.node_name, "Addr": cfg.bind_addr, "Status": 1},
         "Meta": {},
     })
+
+
+@router.get("/v1/agent/metrics")
+async def agent_metrics(request: Request) -> JSONResponse:
+    """Consul's JSON metrics shape; counters for the store and the intention index."""
+    import datetime
+
+    cp = control(request)
+    gauges = [
+        {"Name": "terminus.state.index", "Value": cp.state.index, "Labels": {}},
+        {"Name": "terminus.intentions.compiled", "Value": len(cp.engine), "Labels": {}},
+    ]
+    counters = [
+        {"Name": f"terminus.store.{name}", "Count": value, "Sum": value, "Labels": {}}
+        for name, value in cp.store.stats.items()
+    ]
+    return consul_json({
+        "Timestamp": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC"),
+        "Gauges": gauges, "Points": [], "Counters": counters, "Samples": [],
+    })
