@@ -15,6 +15,7 @@ from gateway.acl.service import ACLService
 from gateway.agentconfig import AgentConfig
 from gateway.catalog.service import CatalogService
 from gateway.configentries.service import ConfigEntryService
+from gateway.identity.authority import ConnectCA
 from gateway.intentions.engine import IntentionEngine
 from gateway.intentions.service import IntentionService
 from gateway.store.state import Key
@@ -25,7 +26,9 @@ CLUSTER_KEY = "cluster"
 
 
 class ControlPlane:
-    def __init__(self, config: AgentConfig, database_url: str, node_name: str | None = None) -> None:
+    def __init__(
+        self, config: AgentConfig, database_url: str, node_name: str | None = None, ca_secret: bytes | None = None,
+    ) -> None:
         self.config = config
         self.store = Store(database_url)
         self.state = self.store.state
@@ -41,6 +44,10 @@ class ControlPlane:
         self.intentions = IntentionService(self.config_entries, self.engine)
         self.catalog = CatalogService(self.store, config.datacenter, node_name or socket.gethostname(), config.bind_addr)
         self.acl = ACLService(self.store, self.acl_resolver)
+        if ca_secret is None:
+            raise ValueError("a CA secret is required (it encrypts the CA's private keys)")
+        self.ca = ConnectCA(self.store, ca_secret, config.datacenter)
+        self.store.on_commit(self.ca.on_change)
         self._bootstrap()
 
     def _bootstrap(self) -> None:
@@ -49,6 +56,7 @@ class ControlPlane:
         if self.config.acl_enabled:
             self.acl.ensure_builtins(self.config.initial_management_token)
         self.catalog.ensure_agent_node()
+        self.ca.initialize(self.cluster_id)
 
     @property
     def cluster_id(self) -> str:

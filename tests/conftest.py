@@ -22,6 +22,7 @@ from gateway.control import ControlPlane
 from gateway.store.database import sqlite_url
 
 ROOT = Path(__file__).resolve().parent.parent
+TEST_CA_SECRET = b"terminus-test-ca-secret-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -36,7 +37,7 @@ def make_cp(tmp_path: Path) -> Iterator[Callable[..., ControlPlane]]:
 
     def factory(url: str | None = None, **config: object) -> ControlPlane:
         cfg = replace(AgentConfig(), **config)  # type: ignore[arg-type]
-        cp = ControlPlane(cfg, url or sqlite_url(tmp_path / "data"), node_name="test-node")
+        cp = ControlPlane(cfg, url or sqlite_url(tmp_path / "data"), node_name="test-node", ca_secret=TEST_CA_SECRET)
         made.append(cp)
         return cp
 

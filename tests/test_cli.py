@@ -93,3 +93,37 @@ def test_acl_bootstrap_and_tokens(start_server: Any, tmp_path: Path) -> None:
     tok = json.loads(run(server, "acl", "token", "create", "--policy-name", "db-int", "--format", "json", env=env).stdout)["SecretID"]
     assert run(server, "intention", "create", "web", "db", env={"TERMINUS_HTTP_TOKEN": tok}).returncode == 0
     assert run(server, "intention", "create", "web", "other", env={"TERMINUS_HTTP_TOKEN": tok}).returncode == 1
+
+
+def test_connect_ca_and_tls_commands(start_server: Any, tmp_path: Path) -> None:
+    server = start_server("--dev")
+    roots = run(server, "connect", "ca", "roots", "--format", "json")
+    assert roots.returncode == 0
+    td = json.loads(roots.stdout)["TrustDomain"]
+    assert td.endswith(".consul")
+    assert run(server, "connect", "ca", "roots", "--pem").stdout.startswith("-----BEGIN CERTIFICATE-----")
+    cfg = json.loads(run(server, "connect", "ca", "get-config").stdout)
+    assert cfg["Config"]["PrivateKeyType"] == "ec" and "PrivateKey" not in cfg["Config"] and "PRIVATE KEY" not in json.dumps(cfg)
+    new = tmp_path / "ca.json"
+    new.write_text(json.dumps({"Provider": "consul", "Config": {"LeafCertTTL": "24h"}}))
+    assert run(server, "connect", "ca", "set-config", "--config-file", str(new)).stdout.strip() == "Configuration updated!"
+    assert json.loads(run(server, "connect", "ca", "get-config").stdout)["Config"]["LeafCertTTL"] == "24h"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"Provider": "consul", "Config": {"PrivateKeyType": "rsa", "PrivateKeyBits": 1024}}))
+    r = run(server, "connect", "ca", "set-config", "--config-file", str(bad))
+    assert r.returncode == 1 and "invalid key_bits 1024" in r.stderr
+
+    import os
+
+    env = {k: v for k, v in os.environ.items()}
+    cwd = tmp_path / "tls"
+    cwd.mkdir()
+    for args in (["tls", "ca", "create"], ["tls", "cert", "create", "--server", "--dc", "dc1"]):
+        r = subprocess.run([sys.executable, "-m", "gateway.cli.main", *args], capture_output=True, text=True, cwd=cwd, env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}, timeout=60)
+        assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in cwd.iterdir()) == ["consul-agent-ca-key.pem", "consul-agent-ca.pem", "dc1-server-consul-0-key.pem", "dc1-server-consul-0.pem"]
+    assert oct((cwd / "consul-agent-ca-key.pem").stat().st_mode & 0o777) == "0o600"
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((cwd / "dc1-server-consul-0.pem").read_bytes())
+    assert "server.dc1.consul" in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)

@@ -16,6 +16,7 @@ from gateway.intentions.engine import ServiceName
 from gateway.store.database import make_engine, sqlite_url, upgrade
 from gateway.store.models import Base
 from gateway.store.store import Store
+from tests.conftest import TEST_CA_SECRET
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -37,7 +38,7 @@ def test_migrations_create_exactly_the_models(db_url: str) -> None:
 
 def test_restart_keeps_every_acknowledged_write(db_url: str) -> None:
     cfg = AgentConfig()
-    cp = ControlPlane(cfg, db_url, node_name="n1")
+    cp = ControlPlane(cfg, db_url, node_name="n1", ca_secret=TEST_CA_SECRET)
     from gateway.acl.resolver import Caller
     from gateway.acl.authorizer import Authorizer
 
@@ -51,7 +52,7 @@ def test_restart_keeps_every_acknowledged_write(db_url: str) -> None:
     tables = {t: dict(v) for t, v in cp.state.tables.items()}
     cp.close()
 
-    again = ControlPlane(cfg, db_url, node_name="n1")
+    again = ControlPlane(cfg, db_url, node_name="n1", ca_secret=TEST_CA_SECRET)
     try:
         assert again.state.index == index
         assert again.cluster_id == cluster

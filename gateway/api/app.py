@@ -13,16 +13,28 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
 from gateway.api.http import text
-from gateway.api.routes import acl, catalog, config, intentions, status
+from gateway.api.routes import acl, catalog, config, connect, intentions, status
 from gateway.control import ControlPlane
 from gateway.errors import TerminusError
+
+
+async def _tick(cp: ControlPlane) -> None:
+    """Time-driven housekeeping: rotated-out CA roots leave the bundle when their leaves expire."""
+    while True:
+        await asyncio.sleep(60)
+        try:
+            await asyncio.to_thread(cp.ca.tick)
+        except Exception:  # pragma: no cover - logged by the default handler; never stop ticking
+            pass
 
 
 def create_app(cp: ControlPlane) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cp.hub.bind(asyncio.get_running_loop())
+        ticker = asyncio.create_task(_tick(cp))
         yield
+        ticker.cancel()
 
     app = FastAPI(
         title="terminus",
@@ -47,6 +59,6 @@ def create_app(cp: ControlPlane) -> FastAPI:
             return text("method not allowed", 405)
         return text(str(exc.detail), exc.status_code)
 
-    for module in (intentions, config, catalog, acl, status):
+    for module in (intentions, config, catalog, acl, connect, status):
         app.include_router(module.router)
     return app

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli import acl, config, intention, services
+from gateway.cli import acl, config, connect, intention, services, tls
 from gateway.cli.client import CLIError
 from gateway.cli.common import one_line_errors
 
@@ -19,6 +19,28 @@ app.add_typer(intention.app, name="intention")
 app.add_typer(config.app, name="config")
 app.add_typer(services.app, name="services")
 app.add_typer(acl.app, name="acl")
+app.add_typer(connect.app, name="connect")
+app.add_typer(tls.app, name="tls")
+
+
+def ca_secret(data_dir: str | None) -> bytes:
+    """The key that encrypts CA private keys: TERMINUS_CA_SECRET, else a random one kept in
+    `<data-dir>/ca.secret` (mode 0600). Never stored in the database it protects."""
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("TERMINUS_CA_SECRET")
+    if env:
+        return env.encode()
+    if not data_dir:
+        raise CLIError("Set TERMINUS_CA_SECRET (it encrypts the CA keys) when there is no --data-dir")
+    path = Path(data_dir) / "ca.secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(os.urandom(32).hex())
+    return path.read_text().strip().encode()
 
 
 def split_addr(addr: str, flag: str) -> tuple[str, int]:
@@ -62,7 +84,7 @@ def server(
     host, port = split_addr(http_addr or f"{cfg.bind_addr}:{cfg.http_port}", "--http-addr")
     split_addr(grpc_addr or f"{cfg.bind_addr}:{cfg.grpc_port}", "--grpc-addr")  # validated now, served by xDS
     url = database_url or sqlite_url(data_dir)  # type: ignore[arg-type]
-    cp = ControlPlane(cfg, url, node_name)
+    cp = ControlPlane(cfg, url, node_name, ca_secret=ca_secret(data_dir))
     print(f"==> terminus server running (datacenter {cfg.datacenter}, storage {'PostgreSQL' if url.startswith('postgres') else 'SQLite in ' + str(data_dir)})")
     print(f"    HTTP API: http://{host}:{port}   OpenAPI docs: http://{host}:{port}/docs")
     print(f"    ACLs: {'enabled, default policy ' + cfg.acl_default_policy if cfg.acl_enabled else 'disabled'}")
