@@ -9,6 +9,14 @@ domain can never vouch for an identity of another.
 Order (as go-spiffe's ``x509svid.Verify``): cheap leaf-profile checks first, then the
 bundle lookup, then the expensive signature/path validation — a junk certificate costs
 no signature operation.
+
+Cost of a miss (two-certificate P-256 chain; ``bench/identity.py``): nearly all of it is
+OpenSSL's two ECDSA verifications (leaf and intermediate signatures, ~100-130 us each on
+a small VM) plus OpenSSL's parse of the new leaf (~60 us: OpenSSL 3+ decodes the public
+key eagerly). Everything else is kept off that path: each DER is parsed once per library
+that needs it, the ``X509Store`` is built once per trust bundle, parsed intermediates are
+cached by their DER bytes, and the verified path's validity window comes from values
+already parsed rather than from re-reading each certificate.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ CertLike = Union[bytes, bytearray, memoryview, x509.Certificate, crypto.X509]
 
 MAX_CHAIN_LENGTH = 10  # leaf + intermediates; real Consul chains are 1-3
 DEFAULT_CACHE_SIZE = 10_000
+DEFAULT_INTERMEDIATE_CACHE_SIZE = 256  # parsed intermediates; a mesh has a handful
 
 _UTC = timezone.utc
 _EKU_FOR = {"client": ExtendedKeyUsageOID.CLIENT_AUTH, "server": ExtendedKeyUsageOID.SERVER_AUTH}
@@ -163,7 +172,7 @@ class TrustBundle:
     """The CA certificates trusted for one trust domain (all of them are trust anchors,
     as in go-spiffe: a bundle may legitimately hold intermediates)."""
 
-    __slots__ = ("trust_domain", "certs", "_x509s", "_subjects")
+    __slots__ = ("trust_domain", "certs", "_x509s", "_subjects", "_windows")
 
     def __init__(self, trust_domain: str, certs: Iterable[CertLike]) -> None:
         self.trust_domain = validate_trust_domain(trust_domain)
@@ -182,6 +191,11 @@ class TrustBundle:
         self.certs: tuple[x509.Certificate, ...] = parsed
         self._x509s = tuple(crypto.X509.from_cryptography(c) for c in parsed)
         self._subjects = frozenset(c.subject for c in parsed)
+        # validity of each anchor, for the cache window of paths that end at it
+        self._windows = tuple(
+            (x, (c.not_valid_before_utc.timestamp(), c.not_valid_after_utc.timestamp()))
+            for x, c in zip(self._x509s, parsed)
+        )
 
     @classmethod
     def from_pem(cls, trust_domain: str, pem: str | bytes) -> TrustBundle:
@@ -193,17 +207,59 @@ class TrustBundle:
 
 
 class _State:
-    """Bundles and the caches built on them, swapped as one object so a verification
-    that raced with :meth:`Verifier.set_bundles` can only ever write to a dead cache."""
+    """Bundles and everything built on them, swapped as one object so a verification
+    that raced with :meth:`Verifier.set_bundles` can only ever write to a dead cache.
 
-    __slots__ = ("bundles", "caches")
+    ``stores`` holds one ``X509Store`` per trust domain, built here and never mutated
+    afterwards, so concurrent ``X509StoreContext`` runs can share it (OpenSSL copies the
+    store's parameters into each context). ``anchor_windows`` maps each anchor's OpenSSL
+    pointer to its (notBefore, notAfter); the anchors stay alive through ``bundles``.
+    """
 
-    def __init__(self, bundles: dict[str, TrustBundle]) -> None:
+    __slots__ = ("bundles", "caches", "stores", "anchor_windows")
+
+    def __init__(self, bundles: dict[str, TrustBundle], flags: int, previous: _State | None = None) -> None:
         self.bundles = bundles
         self.caches: dict[str, OrderedDict[tuple, tuple[VerifiedIdentity, float, float]]] = {
             "client": OrderedDict(),
             "server": OrderedDict(),
         }
+        stores: dict[str, crypto.X509Store]
+        anchor_windows: dict[object, tuple[float, float]]
+        if previous is not None and previous.bundles is bundles:  # clear_cache: same trust
+            stores, anchor_windows = previous.stores, previous.anchor_windows
+        else:
+            stores = {td: _make_store(b, flags) for td, b in bundles.items()}
+            anchor_windows = {}
+            for b in bundles.values():
+                for x, window in b._windows:
+                    ptr = _ptr(x)
+                    if ptr is not None:
+                        anchor_windows[ptr] = window
+        self.stores = stores
+        self.anchor_windows = anchor_windows
+
+
+def _make_store(bundle: TrustBundle, flags: int, now: datetime | None = None) -> crypto.X509Store:
+    store = crypto.X509Store()
+    for anchor in bundle._x509s:
+        store.add_cert(anchor)
+    store.set_flags(flags)
+    if now is not None:
+        # pyOpenSSL feeds timetuple() to timegm(), so hand it UTC fields.
+        store.set_time(now.replace(tzinfo=_UTC) if now.tzinfo is None else now.astimezone(_UTC))
+    return store
+
+
+def _ptr(x: crypto.X509) -> object | None:
+    """The ``X509*`` behind a pyOpenSSL certificate (private attribute, hence the guard).
+    ``get_verified_chain`` wraps the very pointers it was given (up-referenced, not
+    copied), which is what lets a verified certificate be matched to what we parsed."""
+    return getattr(x, "_x509", None)
+
+
+def _x509_window(x: crypto.X509) -> tuple[float, float]:
+    return _asn1_ts(x.get_notBefore()), _asn1_ts(x.get_notAfter())
 
 
 def _timestamp(now: datetime) -> float:
@@ -256,11 +312,17 @@ class Verifier:
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
         x509_strict: bool = False,
+        intermediate_cache_size: int = DEFAULT_INTERMEDIATE_CACHE_SIZE,
     ) -> None:
         self._cache_size = cache_size
         self._flags = crypto.X509StoreFlags.PARTIAL_CHAIN | (crypto.X509StoreFlags.X509_STRICT if x509_strict else 0)
         self._lock = threading.Lock()
-        self._state = _State(self._index(bundles))
+        # DER -> (parsed X509, its (notBefore, notAfter) or None). Filled only by chains
+        # that verified, so junk cannot evict the real intermediates; FIFO-bounded.
+        # Parsing does not depend on trust, so it survives set_bundles.
+        self._intermediates: dict[bytes, tuple[crypto.X509, tuple[float, float] | None]] = {}
+        self._intermediate_cache_size = intermediate_cache_size
+        self._state = _State(self._index(bundles), self._flags)
 
     @staticmethod
     def _index(bundles: Iterable[TrustBundle]) -> dict[str, TrustBundle]:
@@ -274,14 +336,16 @@ class Verifier:
     # -- configuration -------------------------------------------------------------
     def set_bundles(self, bundles: Iterable[TrustBundle]) -> None:
         """Replace every bundle (CA rotation, federation change) and drop the cache."""
-        self._state = _State(self._index(bundles))
+        self._state = _State(self._index(bundles), self._flags)
 
     @property
     def bundles(self) -> Mapping[str, TrustBundle]:
         return dict(self._state.bundles)
 
     def clear_cache(self) -> None:
-        self._state = _State(self._state.bundles)
+        state = self._state
+        self._state = _State(state.bundles, self._flags, previous=state)
+        self._intermediates = {}
 
     def cache_len(self) -> int:
         return sum(len(c) for c in self._state.caches.values())
@@ -353,7 +417,7 @@ class Verifier:
             leaf = x509.load_der_x509_certificate(leaf_der)
         except ValueError as e:
             raise VerificationError(f"malformed leaf certificate: {e}", "malformed") from None
-        sid, consul_id = _check_leaf(leaf, purpose)
+        sid, consul_id = _check_leaf(leaf, purpose, leaf_der)
 
         bundle = state.bundles.get(sid.trust_domain)
         if bundle is None:
@@ -362,15 +426,17 @@ class Verifier:
                 "unknown_trust_domain",
             )
 
-        verified = self._validate_path(state, bundle, sid, ders, now)
-        not_before = max(_asn1_ts(x.get_notBefore()) for x in verified)
-        not_after = min(_asn1_ts(x.get_notAfter()) for x in verified)
+        leaf_nb = leaf.not_valid_before_utc
+        leaf_na = leaf.not_valid_after_utc
+        not_before, not_after = self._validate_path(
+            state, bundle, sid, ders, now, (leaf_nb.timestamp(), leaf_na.timestamp())
+        )
         identity = VerifiedIdentity(
             spiffe_id=sid,
             consul_id=consul_id,
             serial_hex=format(leaf.serial_number, "x"),
-            not_before=leaf.not_valid_before_utc,
-            not_after=leaf.not_valid_after_utc,
+            not_before=leaf_nb,
+            not_after=leaf_na,
         )
         if self._cache_size > 0:
             with self._lock:
@@ -381,40 +447,96 @@ class Verifier:
         return identity
 
     def _validate_path(
-        self, state: _State, bundle: TrustBundle, sid: SpiffeID, ders: tuple[bytes, ...], now: datetime | None
-    ) -> list[crypto.X509]:
-        """RFC 5280 validation by OpenSSL against ``bundle`` only; a fresh store per call
-        because ``X509Store.set_time`` mutates the store (sharing it across threads with
-        different ``now`` values would race). Building it costs ~6 us of a ~1 ms miss."""
+        self,
+        state: _State,
+        bundle: TrustBundle,
+        sid: SpiffeID,
+        ders: tuple[bytes, ...],
+        now: datetime | None,
+        leaf_window: tuple[float, float],
+    ) -> tuple[float, float]:
+        """RFC 5280 validation by OpenSSL against ``bundle`` only; returns the verified
+        path's validity window (latest notBefore, earliest notAfter).
+
+        The bundle's shared store serves ``now=None``; an explicit ``now`` gets a fresh
+        store, because ``X509Store.set_time`` mutates the store and other threads may be
+        verifying with it (building one costs ~6 us)."""
+        intermediates = self._intermediates
+        entries: list[tuple[crypto.X509, tuple[float, float] | None]] = []
+        fresh: list[tuple[bytes, tuple[crypto.X509, tuple[float, float] | None]]] = []
         try:
-            x509s = [crypto.load_certificate(crypto.FILETYPE_ASN1, d) for d in ders]
+            leaf_x = crypto.load_certificate(crypto.FILETYPE_ASN1, ders[0])
+            for d in ders[1:]:
+                entry = intermediates.get(d)
+                if entry is None:
+                    x = crypto.load_certificate(crypto.FILETYPE_ASN1, d)
+                    try:
+                        window: tuple[float, float] | None = _x509_window(x)
+                    except (VerificationError, ValueError):
+                        window = None  # recomputed (and reported) only if the path verifies
+                    entry = (x, window)
+                    fresh.append((d, entry))
+                entries.append(entry)
         except crypto.Error as e:
             raise VerificationError(f"malformed certificate in chain: {e}", "malformed") from None
-        store = crypto.X509Store()
-        for anchor in bundle._x509s:
-            store.add_cert(anchor)
-        store.set_flags(self._flags)
-        if now is not None:
-            # pyOpenSSL feeds timetuple() to timegm(), so hand it UTC fields.
-            store.set_time(now.replace(tzinfo=_UTC) if now.tzinfo is None else now.astimezone(_UTC))
-        ctx = crypto.X509StoreContext(store, x509s[0], chain=x509s[1:] or None)
+        store = state.stores[bundle.trust_domain] if now is None else _make_store(bundle, self._flags, now)
+        ctx = crypto.X509StoreContext(store, leaf_x, chain=[e[0] for e in entries] or None)
         try:
-            return ctx.get_verified_chain()
+            verified = ctx.get_verified_chain()
         except crypto.X509StoreContextError as e:
             raise _chain_error(e, state, bundle, sid, len(ders) - 1) from None
 
+        if fresh and self._intermediate_cache_size > 0:
+            with self._lock:
+                for d, entry in fresh:
+                    intermediates[d] = entry
+                while len(intermediates) > self._intermediate_cache_size:
+                    del intermediates[next(iter(intermediates))]
 
-def _check_leaf(leaf: x509.Certificate, purpose: str) -> tuple[SpiffeID, ConsulID | None]:
-    """The X509-SVID leaf profile (X509-SVID.md §4, §5.2); raises on the first violation."""
+        # Window of the path OpenSSL actually built: match each certificate to one we
+        # parsed (leaf, presented intermediates, anchors); anything else is read afresh.
+        not_before, not_after = leaf_window
+        leaf_ptr = _ptr(leaf_x)
+        anchors = state.anchor_windows
+        for x in verified:
+            ptr = _ptr(x)
+            if ptr is None:
+                w = _x509_window(x)
+            elif ptr == leaf_ptr:
+                continue
+            else:
+                w = anchors.get(ptr)
+                if w is None:
+                    for ix, iw in entries:
+                        if _ptr(ix) == ptr:
+                            w = iw
+                            break
+                    if w is None:
+                        w = _x509_window(x)
+            if w[0] > not_before:
+                not_before = w[0]
+            if w[1] < not_after:
+                not_after = w[1]
+        return not_before, not_after
+
+
+def _check_leaf(leaf: x509.Certificate, purpose: str, der: bytes | None = None) -> tuple[SpiffeID, ConsulID | None]:
+    """The X509-SVID leaf profile (X509-SVID.md §4, §5.2); raises on the first violation.
+
+    ``der`` (the leaf's encoding) lets the subject/issuer checks skip building
+    ``x509.Name`` objects (~25 us) when both names are simple; see :func:`_simple_names`."""
+    names = _simple_names(der) if der is not None else None
     try:
         exts = leaf.extensions
     except ValueError as e:  # duplicate or undecodable extension
         raise VerificationError(f"malformed leaf certificate extensions: {e}", "malformed") from None
+    # One pass instead of a get_extension_for_class scan per lookup; the parser already
+    # rejected duplicate extensions, so each class appears at most once.
+    by_class = {type(ext.value): ext for ext in exts}
 
-    try:
-        san = exts.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        raise VerificationError("leaf certificate has no URI SAN (no subjectAltName extension)", "no_uri_san") from None
+    san = by_class.get(x509.SubjectAlternativeName)
+    if san is None:
+        raise VerificationError("leaf certificate has no URI SAN (no subjectAltName extension)", "no_uri_san")
     uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
     if not uris:
         raise VerificationError("leaf certificate has no URI SAN", "no_uri_san")
@@ -429,23 +551,26 @@ def _check_leaf(leaf: x509.Certificate, purpose: str) -> tuple[SpiffeID, ConsulI
             f"leaf SPIFFE ID {sid.uri!r} has no path (a bare trust domain identifies a CA, not a workload)",
             "invalid_spiffe_id",
         )
-    if len(leaf.subject) == 0 and not san.critical:
+    if names is not None:
+        subject_empty = not names[1]
+        self_issued = names[0] == names[1]
+    else:
+        subject_empty = len(leaf.subject) == 0
+        self_issued = leaf.issuer == leaf.subject
+    if subject_empty and not san.critical:
         raise VerificationError("leaf has an empty subject but its subjectAltName is not critical", "san_not_critical")
 
-    if leaf.issuer == leaf.subject:
+    if self_issued:
         raise VerificationError("leaf certificate is self-signed (issuer equals subject)", "self_signed")
 
-    try:
-        bc = exts.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        bc = None
-    if bc is not None and bc.ca:
+    bc_ext = by_class.get(x509.BasicConstraints)
+    if bc_ext is not None and bc_ext.value.ca:
         raise VerificationError("leaf certificate must not be a CA (basicConstraints CA:TRUE)", "leaf_is_ca")
 
-    try:
-        ku = exts.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        raise VerificationError("leaf certificate has no keyUsage extension", "key_usage") from None
+    ku_ext = by_class.get(x509.KeyUsage)
+    if ku_ext is None:
+        raise VerificationError("leaf certificate has no keyUsage extension", "key_usage")
+    ku = ku_ext.value
     if ku.key_cert_sign:
         raise VerificationError("leaf keyUsage must not include keyCertSign", "key_usage")
     if ku.crl_sign:
@@ -453,10 +578,8 @@ def _check_leaf(leaf: x509.Certificate, purpose: str) -> tuple[SpiffeID, ConsulI
     if not ku.digital_signature:
         raise VerificationError("leaf keyUsage must include digitalSignature", "key_usage")
 
-    try:
-        eku = exts.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        eku = None
+    eku_ext = by_class.get(x509.ExtendedKeyUsage)
+    eku = None if eku_ext is None else eku_ext.value
     if eku is not None and _EKU_FOR[purpose] not in eku and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku:
         have = ", ".join(_EKU_OID_NAMES.get(o, o.dotted_string) for o in eku) or "none"
         raise VerificationError(
@@ -464,6 +587,100 @@ def _check_leaf(leaf: x509.Certificate, purpose: str) -> tuple[SpiffeID, ConsulI
             "extended_key_usage",
         )
     return sid, consul_id_from_spiffe(sid)
+
+
+# Name fast path. ``x509.Name`` equality is per RDN, on (OID, decoded value) of each
+# attribute, ignoring the string type. For names whose every RDN is one attribute with a
+# well-formed UTF8String, PrintableString or IA5String value (all decode as UTF-8), that
+# equality is exactly equality of the (OID bytes, value bytes) sequences, so those are
+# compared instead (cryptography builds parsed names unvalidated, so its length rules only
+# warn). Anything else (multi-valued RDNs, other string types, long attributes, unusual
+# OIDs) returns None and the caller uses ``x509.Name``.
+_UTF8_STRING, _PRINTABLE_STRING, _IA5_STRING = 0x0C, 0x13, 0x16
+_PRINTABLE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?")
+_OTHER_SIMPLE_OIDS = frozenset({
+    b"\x09\x92\x26\x89\x93\xf2\x2c\x64\x01\x19",  # domainComponent
+    b"\x09\x92\x26\x89\x93\xf2\x2c\x64\x01\x01",  # userId
+    b"\x2a\x86\x48\x86\xf7\x0d\x01\x09\x01",  # emailAddress
+})
+
+
+def _der_tlv(buf: bytes, i: int) -> tuple[int, int, int]:
+    """(tag, start, end) of the content of the DER element at ``i`` (single-byte tags)."""
+    tag = buf[i]
+    n = buf[i + 1]
+    i += 2
+    if n & 0x80:
+        k = n & 0x7F
+        if not 0 < k <= 4:
+            raise ValueError("unsupported DER length")
+        n = int.from_bytes(buf[i : i + k], "big")
+        i += k
+    return tag, i, i + n
+
+
+def _simple_name(buf: bytes, i: int, end: int) -> tuple[tuple[bytes, bytes], ...] | None:
+    """The attributes of the DER Name content ``buf[i:end]`` as (OID, value) pairs, or None
+    when it is not in the simple form. Only short-form lengths (attributes < 126 bytes)."""
+    out = []
+    while i < end:
+        # RDN: 31 L { 30 L' { 06 n <oid> <tag> m <value> } } with exactly one attribute
+        rdn_len = buf[i + 1]
+        seq_len = buf[i + 3]
+        if buf[i] != 0x31 or buf[i + 2] != 0x30 or rdn_len >= 0x80 or rdn_len != seq_len + 2 or buf[i + 4] != 0x06:
+            return None
+        j = i + 6 + buf[i + 5]  # after the OID (its length is < 0x80: seq_len bounds it)
+        oid = buf[i + 6 : j]
+        tag = buf[j]
+        v_len = buf[j + 1]
+        i += 2 + rdn_len
+        if v_len >= 0x80 or j + 2 + v_len != i or not (
+            (len(oid) == 3 and oid[0] == 0x55 and oid[1] == 0x04 and oid[2] < 0x80)  # 2.5.4.x
+            or oid in _OTHER_SIMPLE_OIDS
+        ):
+            return None
+        value = buf[j + 2 : i]
+        if tag == _UTF8_STRING:
+            value.decode("utf-8")  # strict, like cryptography's parser; raises if malformed
+        elif tag == _PRINTABLE_STRING:
+            if not _PRINTABLE.issuperset(value):
+                return None
+        elif tag != _IA5_STRING or not value.isascii():
+            return None
+        out.append((oid, value))
+    return tuple(out) if i == end else None
+
+
+def _simple_names(der: bytes) -> tuple[tuple, tuple] | None:
+    """(issuer, subject) of a DER certificate as compared by ``x509.Name``, or None
+    when either name is outside the simple form (then ``x509.Name`` decides)."""
+    try:
+        tag, i, _ = _der_tlv(der, 0)  # Certificate
+        tag2, i, _ = _der_tlv(der, i)  # TBSCertificate
+        if tag != 0x30 or tag2 != 0x30:
+            return None
+        if der[i] == 0xA0:  # [0] version
+            i = _der_tlv(der, i)[2]
+        tag, _, i = _der_tlv(der, i)  # serialNumber
+        if tag != 0x02:
+            return None
+        tag, _, i = _der_tlv(der, i)  # signature AlgorithmIdentifier
+        if tag != 0x30:
+            return None
+        tag, s, e = _der_tlv(der, i)  # issuer
+        if tag != 0x30:
+            return None
+        issuer = _simple_name(der, s, e)
+        tag, _, i = _der_tlv(der, e)  # validity
+        if tag != 0x30 or issuer is None:
+            return None
+        tag, s, e = _der_tlv(der, i)  # subject
+        if tag != 0x30:
+            return None
+        subject = _simple_name(der, s, e)
+    except (IndexError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    return None if subject is None else (issuer, subject)
 
 
 def _chain_error(
