@@ -13,9 +13,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
 from gateway.api.http import text
-from gateway.api.routes import acl, catalog, config, connect, intentions, status
+from gateway.api.routes import acl, catalog, config, connect, intentions, status, xds_status
 from gateway.control import ControlPlane
 from gateway.errors import TerminusError
+from xds.auth import xds_authorizer
 
 
 async def _tick(cp: ControlPlane) -> None:
@@ -28,13 +29,36 @@ async def _tick(cp: ControlPlane) -> None:
             pass
 
 
-def create_app(cp: ControlPlane) -> FastAPI:
+async def _tick_xds(control: object) -> None:
+    while True:
+        await asyncio.sleep(60)
+        control.tick()  # type: ignore[attr-defined]
+
+
+def create_app(cp: ControlPlane, xds_addr: str | None = None) -> FastAPI:
+    """The HTTP API; with xds_addr, the xDS server runs on the same event loop."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cp.hub.bind(asyncio.get_running_loop())
-        ticker = asyncio.create_task(_tick(cp))
+        tasks = [asyncio.create_task(_tick(cp))]
+        grpc_server = None
+        if xds_addr:
+            from xds.cache import SnapshotCache
+            from xds.control import XDSControl
+            from xds.server import start_xds_server
+
+            cache = SnapshotCache()
+            control = XDSControl(cp, cache)
+            app.state.xds = control
+            tasks.append(asyncio.create_task(control.run()))
+            tasks.append(asyncio.create_task(_tick_xds(control)))
+            grpc_server = await start_xds_server(cache, xds_addr, authorize=xds_authorizer(cp))
         yield
-        ticker.cancel()
+        for task in tasks:
+            task.cancel()
+        if grpc_server is not None:
+            await grpc_server.stop(1)
 
     app = FastAPI(
         title="terminus",
@@ -59,6 +83,6 @@ def create_app(cp: ControlPlane) -> FastAPI:
             return text("method not allowed", 405)
         return text(str(exc.detail), exc.status_code)
 
-    for module in (intentions, config, catalog, acl, connect, status):
+    for module in (intentions, config, catalog, acl, connect, status, xds_status):
         app.include_router(module.router)
     return app

@@ -278,6 +278,18 @@ class CatalogService:
 
     # -- reads -----------------------------------------------------------------------------------
 
+    def service_by_id(self, caller: Caller, service_id: str) -> dict[str, Any]:
+        """The agent's own registration first, then any node's (proxies registered through
+        the catalog are configured too)."""
+        keys = [(self.node_name, service_id)] + sorted(k for k in self.state.tables["services"] if k[1] == service_id)
+        for key in keys:
+            svc = self.state.get("services", key)
+            if svc is not None:
+                if not caller.authorizer.service_read(svc["Service"]):
+                    raise _deny(caller, "service:read", svc["Service"])
+                return service_json(svc)
+        raise NotFound(f'unknown service ID: {service_id}')
+
     def services(self, caller: Caller) -> dict[str, list[str]]:
         out: dict[str, set[str]] = {}
         for svc in self.state.tables["services"].values():

@@ -82,16 +82,17 @@ def server(
     if not database_url and not data_dir:
         raise CLIError("Must specify --data-dir, --database-url or a config file with data_dir (or use --dev)")
     host, port = split_addr(http_addr or f"{cfg.bind_addr}:{cfg.http_port}", "--http-addr")
-    split_addr(grpc_addr or f"{cfg.bind_addr}:{cfg.grpc_port}", "--grpc-addr")  # validated now, served by xDS
+    ghost, gport = split_addr(grpc_addr or f"{cfg.bind_addr}:{cfg.grpc_port}", "--grpc-addr")
     url = database_url or sqlite_url(data_dir)  # type: ignore[arg-type]
     cp = ControlPlane(cfg, url, node_name, ca_secret=ca_secret(data_dir))
     print(f"==> terminus server running (datacenter {cfg.datacenter}, storage {'PostgreSQL' if url.startswith('postgres') else 'SQLite in ' + str(data_dir)})")
     print(f"    HTTP API: http://{host}:{port}   OpenAPI docs: http://{host}:{port}/docs")
+    print(f"    xDS (gRPC ADS for Envoy): {ghost}:{gport}")
     print(f"    ACLs: {'enabled, default policy ' + cfg.acl_default_policy if cfg.acl_enabled else 'disabled'}")
     print(f"    Try:  terminus intention create --deny --http-addr {host}:{port} web db && "
           f"terminus intention check --http-addr {host}:{port} web db", flush=True)
     try:
-        uvicorn.run(create_app(cp), host=host, port=port, log_level="warning", loop="auto")
+        uvicorn.run(create_app(cp, xds_addr=f"{ghost}:{gport}"), host=host, port=port, log_level="warning", loop="auto")
     finally:
         cp.close()
         if temp_dir:

@@ -52,6 +52,15 @@ async def agent_register(request: Request) -> JSONResponse:
     return consul_json(None)
 
 
+@router.get("/v1/agent/service/{service_id}")
+async def agent_service(request: Request, service_id: str) -> JSONResponse:
+    """One service by ID (Consul's agent endpoint; terminus serves every node's services)."""
+    cp = control(request)
+    index = await blocking(request, "services")
+    found = cp.catalog.service_by_id(caller(request), service_id)
+    return consul_json(found, index)
+
+
 @router.put("/v1/agent/service/deregister/{service_id}")
 async def agent_deregister(request: Request, service_id: str) -> JSONResponse:
     await run(control(request).catalog.agent_deregister, caller(request), service_id)

@@ -1,0 +1,118 @@
+"""State -> ProxySnapshot: what one proxy needs, read from the catalog, config entries,
+intentions and the CA. Proxies are identified by node.id = their catalog service ID,
+as `consul connect envoy -proxy-id` does."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from gateway.control import ControlPlane
+from gateway.identity.sni import service_sni
+from gateway.intentions.engine import ServiceName
+from xds.snapshot import HTTP, HTTP_PROTOCOLS, TCP, Endpoint, Inbound, Leaf, LinkedService, ProxySnapshot, Upstream
+
+
+def find_proxy(cp: ControlPlane, node_id: str) -> dict[str, Any] | None:
+    """The catalog service with this ID (any node), if it is a proxy kind terminus configures."""
+    for (_, sid), svc in cp.state.tables["services"].items():
+        if sid == node_id and svc.get("Kind") in ("connect-proxy", "terminating-gateway"):
+            return svc
+    return None
+
+
+def protocol_of(cp: ControlPlane, service: str, namespace: str = "default") -> str:
+    """service-defaults Protocol, else proxy-defaults Config.protocol, else tcp (Consul's order)."""
+    entry = cp.state.config_entry("service-defaults", service, namespace)
+    proto = (entry or {}).get("Protocol") or ""
+    if not proto:
+        global_entry = cp.state.config_entry("proxy-defaults", "global")
+        proto = str(((global_entry or {}).get("Config") or {}).get("protocol", ""))
+    proto = proto.lower()
+    return HTTP if proto in HTTP_PROTOCOLS else TCP
+
+
+def _address(cp: ControlPlane, svc: dict[str, Any]) -> str:
+    if svc.get("Address"):
+        return svc["Address"]
+    node = cp.state.get("nodes", (svc["Node"],)) or {}
+    return node.get("Address") or "127.0.0.1"
+
+
+def _healthy(cp: ControlPlane, svc: dict[str, Any]) -> bool:
+    """Consul: any critical check (node or service) makes an endpoint unhealthy."""
+    for (node, _), chk in cp.state.tables["checks"].items():
+        if node == svc["Node"] and chk.get("ServiceID") in ("", svc["ID"]) and chk["Status"] == "critical":
+            return False
+    return True
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _endpoints(cp: ControlPlane, instances: list[dict[str, Any]]) -> tuple[Endpoint, ...]:
+    out = {Endpoint(_address(cp, s), int(s.get("Port") or 0), _healthy(cp, s)) for s in instances}
+    return tuple(sorted(out, key=lambda e: (e.address, e.port)))
+
+
+def _leaf(cp: ControlPlane, service: str, namespace: str) -> Leaf:
+    leaf = cp.ca.leaf(service, namespace)
+    return Leaf(service, namespace, leaf.cert_pem, leaf.key_pem)
+
+
+def _inbound(cp: ControlPlane, service: str, namespace: str) -> Inbound:
+    name = ServiceName(service, namespace)
+    return Inbound(name, protocol_of(cp, service, namespace), tuple(cp.engine.for_destination(name)), _leaf(cp, service, namespace))
+
+
+def build_snapshot(cp: ControlPlane, node_id: str) -> ProxySnapshot | None:
+    svc = find_proxy(cp, node_id)
+    if svc is None:
+        return None
+    ns = svc.get("Namespace") or "default"
+    dc = cp.config.datacenter
+    td = cp.ca.trust_domain
+    common = dict(
+        node_id=node_id, kind=svc["Kind"], proxy_service=svc["Service"], namespace=ns, datacenter=dc,
+        trust_domain=td, roots_pem="".join(r.root_cert_pem for r in cp.ca.published_roots()),
+        default_allow=cp.engine.default_allow, datacenters=(dc,),
+        listen_address=_address(cp, svc), listen_port=int(svc.get("Port") or 0),
+    )
+    if svc["Kind"] == "connect-proxy":
+        proxy = svc.get("Proxy") or {}
+        dest = proxy["DestinationServiceName"]
+        upstreams = []
+        for up in proxy.get("Upstreams") or ():
+            uname, uns = up["DestinationName"], up.get("DestinationNamespace") or "default"
+            udc = up.get("Datacenter") or dc
+            upstreams.append(Upstream(
+                name=uname, namespace=uns, datacenter=udc,
+                bind_address=up.get("LocalBindAddress") or "127.0.0.1", bind_port=int(up["LocalBindPort"]),
+                protocol=protocol_of(cp, uname, uns),
+                sni=service_sni(uname, None, uns, "default", udc, td),
+                endpoints=_endpoints(cp, cp.catalog.connect_instances(uname)),
+            ))
+        return ProxySnapshot(
+            **common, inbound=_inbound(cp, dest, ns),
+            local_app_address=proxy.get("LocalServiceAddress") or "127.0.0.1",
+            local_app_port=int(proxy.get("LocalServicePort") or 0),
+            upstreams=tuple(sorted(upstreams, key=lambda u: (u.bind_port, u.name))),
+        )
+    linked = []
+    for link in cp.catalog.linked_services(svc["Service"]):
+        name, lns = link["Service"], link.get("Namespace") or "default"
+        instances = cp.state.services_named(name)
+        endpoints = _endpoints(cp, instances)
+        linked.append(LinkedService(
+            inbound=_inbound(cp, name, lns),
+            sni=service_sni(name, None, lns, "default", dc, td),
+            endpoints=tuple(e for e in endpoints if _is_ip(e.address)),
+            hostnames=tuple(sorted({f"{e.address}:{e.port}" for e in endpoints if not _is_ip(e.address)})),
+            tls={k: link[k] for k in ("CAFile", "CertFile", "KeyFile", "SNI") if link.get(k)},
+        ))
+    return ProxySnapshot(**common, linked=tuple(sorted(linked, key=lambda item: item.sni)))

@@ -1,0 +1,125 @@
+"""From committed state changes to what each proxy should have (the cache).
+
+After each commit the changed keys are inspected: an intention change marks only the
+proxies whose inbound or linked services it targets (a wildcard destination marks all);
+anything else that proxies read (catalog, other config entries, the CA) marks all. Marked
+proxies are rebuilt after a short quiet period (debounce) - at most once per period, and
+never later than the maximum delay - and `SnapshotCache.set` pushes only what changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from gateway.control import ControlPlane
+from gateway.store.state import Key
+from xds.builder import build_snapshot
+from xds.cache import SnapshotCache
+from xds.resources import build_resources
+from xds.snapshot import ProxySnapshot
+
+log = logging.getLogger(__name__)
+QUIET = 0.02  # seconds without changes before rebuilding
+MAX_DELAY = 0.2  # a steady stream of changes still rebuilds this often
+
+
+class XDSControl:
+    def __init__(self, cp: ControlPlane, cache: SnapshotCache) -> None:
+        self.cp = cp
+        self.cache = cache
+        self._lock = threading.Lock()
+        self._known: dict[str, frozenset[str]] = {}  # node id -> destination services it enforces
+        self._dirty: set[str] = set()
+        self._all_dirty = False
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.rebuilds = 0
+        cp.state.listeners.append(self._on_state_change)
+        cache.on_missing = self.ensure
+
+    # -- building ---------------------------------------------------------------------------
+
+    def ensure(self, node_id: str) -> None:
+        """A proxy connected that the cache does not know yet: build it soon, off the event
+        loop (this is called on it), through the same debounce as every other change."""
+        with self._lock:
+            self._known.setdefault(node_id, frozenset())
+            self._dirty.add(node_id)
+        self._signal()
+
+    def _rebuild(self, node_id: str) -> ProxySnapshot | None:
+        try:
+            snap = build_snapshot(self.cp, node_id)
+        except Exception:  # never let one proxy's bad config stop the others
+            log.exception("building the snapshot of %s failed", node_id)
+            return None
+        with self._lock:
+            if snap is None:
+                self._known.pop(node_id, None)
+            else:
+                targets = {snap.inbound.service.name} if snap.inbound else set()
+                targets |= {ls.inbound.service.name for ls in snap.linked}
+                self._known[node_id] = frozenset(targets)
+        if snap is None:
+            self.cache.set(node_id, {})
+            return None
+        self.cache.set(node_id, build_resources(snap))
+        self.rebuilds += 1
+        return snap
+
+    # -- change tracking -----------------------------------------------------------------------
+
+    def _on_state_change(self, table: str, key: Key, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        if table in ("acl_tokens", "acl_policies"):
+            return
+        with self._lock:
+            if table == "config" and key and key[0] == "service-intentions":
+                name = key[3]
+                if name == "*":
+                    self._all_dirty = True
+                else:
+                    self._dirty.update(n for n, targets in self._known.items() if name in targets)
+            elif table == "system" and key and key[0] not in ("ca",):
+                return
+            else:
+                self._all_dirty = True
+        self._signal()
+
+    def tick(self) -> None:
+        """Periodic: rebuild everything; leaves renewed by the CA reach proxies before expiry
+        (unchanged snapshots cost a hash comparison and push nothing)."""
+        with self._lock:
+            self._all_dirty = True
+        self._signal()
+
+    def _signal(self) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(wake.set)
+
+    async def run(self) -> None:
+        """The debounce loop; runs on the server's event loop for its lifetime."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        while True:
+            await self._wake.wait()
+            started = self._loop.time()
+            while True:  # wait for a quiet period, but no longer than MAX_DELAY in total
+                self._wake.clear()
+                remaining = MAX_DELAY - (self._loop.time() - started)
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._wake.wait(), min(QUIET, remaining))
+                except TimeoutError:
+                    break
+            self._wake.clear()
+            with self._lock:
+                nodes = set(self._known) if self._all_dirty else set(self._dirty) & set(self._known)
+                self._dirty.clear()
+                self._all_dirty = False
+            for node_id in sorted(nodes):
+                await asyncio.to_thread(self._rebuild, node_id)
