@@ -98,12 +98,13 @@ def fresh_postgres_db(postgres_url: str) -> str:
 
 
 class ServerProcess:
-    def __init__(self, args: list[str], http_port: int) -> None:
+    def __init__(self, args: list[str], http_port: int, env: dict[str, str] | None = None) -> None:
         self.addr = f"127.0.0.1:{http_port}"
         self.url = f"http://{self.addr}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli.main", "server", "--http-addr", self.addr, *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, **(env or {})},
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -131,8 +132,8 @@ class ServerProcess:
 def start_server() -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
-    def factory(*args: str) -> ServerProcess:
-        server = ServerProcess(list(args), free_port())
+    def factory(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
+        server = ServerProcess(list(args), free_port(), env)
         started.append(server)
         return server
 

@@ -42,5 +42,6 @@ def test_sqlite_server_killed_keeps_acknowledged_writes(start_server: Any, tmp_p
 
 @pytest.mark.postgres
 def test_postgres_server_killed_keeps_acknowledged_writes(start_server: Any, fresh_postgres_db: str) -> None:
-    acknowledged = write_and_kill(start_server("--database-url", fresh_postgres_db), 60)
-    compare(start_server("--database-url", fresh_postgres_db), acknowledged)
+    env = {"TERMINUS_CA_SECRET": "durability-test-secret"}  # no data dir: the CA secret comes from the environment
+    acknowledged = write_and_kill(start_server("--database-url", fresh_postgres_db, env=env), 60)
+    compare(start_server("--database-url", fresh_postgres_db, env=env), acknowledged)
