@@ -5,6 +5,7 @@ the outcome follows within a second, without restarting Envoy; SotW and delta bo
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -78,12 +79,8 @@ def call(port: int) -> int:
         return 0
 
 
-@pytest.mark.parametrize("xds_api", ["delta", "sotw"])
-@pytest.mark.parametrize("protocol", ["http", "tcp"])
-def test_sidecar_to_terminating_gateway(start_server: Any, backend: int, xds_api: str, protocol: str) -> None:
-    grpc_port = free_port()
-    server = start_server("--dev", "--grpc-addr", f"127.0.0.1:{grpc_port}")
-    api = httpx.Client(base_url=server.url)
+def register_mesh(api: httpx.Client, backend: int, protocol: str) -> int:
+    """backend (external, via the gateway `tgw`) and `api` with a sidecar; returns the upstream port."""
     tgw_port, sidecar_port, upstream_port = free_port(), free_port(), free_port()
     assert api.put("/v1/catalog/register", json={
         "Node": "external", "Address": "127.0.0.1", "NodeMeta": {"external-node": "true"},
@@ -96,6 +93,16 @@ def test_sidecar_to_terminating_gateway(start_server: Any, backend: int, xds_api
         "Name": "api", "Port": 9999, "Address": "127.0.0.1",
         "Connect": {"SidecarService": {"Port": sidecar_port, "Proxy": {"Upstreams": [
             {"DestinationName": "backend", "LocalBindPort": upstream_port}]}}}}).status_code == 200
+    return upstream_port
+
+
+@pytest.mark.parametrize("xds_api", ["delta", "sotw"])
+@pytest.mark.parametrize("protocol", ["http", "tcp"])
+def test_sidecar_to_terminating_gateway(start_server: Any, backend: int, xds_api: str, protocol: str) -> None:
+    grpc_port = free_port()
+    server = start_server("--dev", "--grpc-addr", f"127.0.0.1:{grpc_port}")
+    api = httpx.Client(base_url=server.url)
+    upstream_port = register_mesh(api, backend, protocol)
     api.put("/v1/connect/intentions/exact", params={"source": "api", "destination": "backend"}, json={"Action": "allow"})
 
     with EnvoyProcess(bootstrap(server, grpc_port, xds_api, "--gateway", "terminating", "--service", "tgw")) as tgw, \
@@ -117,4 +124,71 @@ def test_sidecar_to_terminating_gateway(start_server: Any, backend: int, xds_api
         took = wait_until(lambda: call(upstream_port) == 200, 5, "allow to take effect")
         assert took < 1.0, f"allow took {took:.2f}s"
         assert tgw.running() and sidecar.running()  # no restart was needed
-        assert not [n for n in api.get("/v1/internal/xds/proxies").json().values() if n.get("nacks")]
+        assert not [n for n in api.get("/v1/internal/xds/proxies").json().values() if n["nacks"]]
+
+
+def test_nack_is_recorded_not_resent_and_last_good_config_keeps_serving(start_server: Any, backend: int, tmp_path: Path) -> None:
+    grpc_port = free_port()
+    server = start_server("--data-dir", str(tmp_path / "d"), "--grpc-addr", f"127.0.0.1:{grpc_port}",
+                          env={"TERMINUS_XDS_TEST_HOOKS": "1"})
+    api = httpx.Client(base_url=server.url)
+    upstream_port = register_mesh(api, backend, "http")
+    api.put("/v1/connect/intentions/exact", params={"source": "api", "destination": "backend"}, json={"Action": "allow"})
+    with EnvoyProcess(bootstrap(server, grpc_port, "delta", "--gateway", "terminating", "--service", "tgw")) as tgw, \
+            EnvoyProcess(bootstrap(server, grpc_port, "delta", "--proxy-id", "api-sidecar-proxy")) as sidecar:
+        tgw.wait_admin(30)
+        sidecar.wait_admin(30)
+        wait_until(lambda: call(upstream_port) == 200, 30, "the first good config")
+        # the test hook makes the gateway's backend cluster one Envoy must reject
+        api.put("/v1/config", json={"Kind": "service-defaults", "Name": "backend", "Protocol": "http",
+                                    "Meta": {"terminus-test/reject-cluster": "true"}})
+
+        def nacks() -> list:
+            return api.get("/v1/internal/xds/proxies").json().get("tgw", {}).get("nacks", 0)
+
+        wait_until(lambda: nacks() >= 1, 10, "the NACK to be recorded")
+        rejected = api.get("/v1/internal/xds/proxies").json()["tgw"]["rejected"]
+        assert rejected and "duration" in rejected[-1]["message"].lower()  # Envoy's reason is kept
+        time.sleep(2)
+        assert tgw.stat("cluster_manager.cds.update_rejected") == 1  # rejected once, never resent in a loop
+        assert nacks() == 1
+        assert call(upstream_port) == 200  # the last good config keeps serving
+        # a fixed config is a new version: sent and accepted
+        api.put("/v1/config", json={"Kind": "service-defaults", "Name": "backend", "Protocol": "http"})
+        wait_until(lambda: tgw.stat("cluster_manager.cds.update_success") >= 2, 10, "the fixed config to be accepted")
+        assert tgw.stat("cluster_manager.cds.update_rejected") == 1
+        assert call(upstream_port) == 200
+
+
+def test_control_plane_killed_envoy_keeps_enforcing_then_converges(start_server: Any, backend: int, tmp_path: Path) -> None:
+    grpc_port = free_port()
+    data = str(tmp_path / "d")
+    server = start_server("--data-dir", data, "--grpc-addr", f"127.0.0.1:{grpc_port}")
+    api = httpx.Client(base_url=server.url)
+    upstream_port = register_mesh(api, backend, "http")
+    api.put("/v1/config", json={"Kind": "service-intentions", "Name": "backend", "Sources": [
+        {"Name": "api", "Permissions": [{"Action": "deny", "HTTP": {"PathPrefix": "/admin"}},
+                                         {"Action": "allow", "HTTP": {"PathPrefix": "/hello", "Methods": ["GET"]}}]}]})
+
+    def status(path: str) -> int:
+        try:
+            return httpx.get(f"http://127.0.0.1:{upstream_port}{path}", timeout=2).status_code
+        except httpx.HTTPError:
+            return 0
+
+    with EnvoyProcess(bootstrap(server, grpc_port, "sotw", "--gateway", "terminating", "--service", "tgw")) as tgw, \
+            EnvoyProcess(bootstrap(server, grpc_port, "sotw", "--proxy-id", "api-sidecar-proxy")) as sidecar:
+        tgw.wait_admin(30)
+        sidecar.wait_admin(30)
+        wait_until(lambda: status("/hello") == 200, 30, "the allowed path")
+        assert status("/admin") == 403
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait()
+        wait_until(lambda: tgw.stat("control_plane.connected_state") == 0, 10, "Envoy to notice the control plane is gone")
+        for _ in range(5):  # the last config keeps enforcing: allowed stays allowed, denied stays denied
+            assert status("/hello") == 200 and status("/admin") == 403
+        again = start_server("--data-dir", data, "--grpc-addr", f"127.0.0.1:{grpc_port}")
+        wait_until(lambda: tgw.stat("control_plane.connected_state") == 1 and sidecar.stat("control_plane.connected_state") == 1,
+                   30, "both proxies to reconnect")
+        httpx.put(f"{again.url}/v1/connect/intentions/exact", params={"source": "api", "destination": "backend"}, json={"Action": "deny"})
+        wait_until(lambda: status("/hello") == 403, 10, "the restarted control plane's change to converge")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from typing import Any
 
@@ -22,6 +23,10 @@ from xds.resources import build_resources
 from xds.snapshot import ProxySnapshot
 
 log = logging.getLogger(__name__)
+# Test-only hook (never set in production): with TERMINUS_XDS_TEST_HOOKS=1, a service-defaults
+# entry whose Meta has "terminus-test/reject-cluster": "true" gets a cluster Envoy must
+# reject (negative connect_timeout), to prove NACK handling against a real Envoy.
+TEST_HOOKS = os.environ.get("TERMINUS_XDS_TEST_HOOKS") == "1"
 QUIET = 0.02  # seconds without changes before rebuilding
 MAX_DELAY = 0.2  # a steady stream of changes still rebuilds this often
 
@@ -66,9 +71,26 @@ class XDSControl:
         if snap is None:
             self.cache.set(node_id, {})
             return None
-        self.cache.set(node_id, build_resources(snap))
+        resources = build_resources(snap)
+        if TEST_HOOKS:
+            self._apply_test_hooks(resources)
+        self.cache.set(node_id, resources)
         self.rebuilds += 1
         return snap
+
+    def _apply_test_hooks(self, resources: dict[str, Any]) -> None:
+        from gateway.identity.sni import service_sni
+        from xds.resources.common import CLUSTER
+
+        for entry in self.cp.state.config_entries("service-defaults"):
+            if (entry.get("Meta") or {}).get("terminus-test/reject-cluster") == "true":
+                sni = service_sni(entry["Name"], None, "default", "default", self.cp.config.datacenter, self.cp.ca.trust_domain)
+                cluster = resources.get(CLUSTER, {}).get(sni)
+                if cluster is not None:
+                    bad = type(cluster)()
+                    bad.CopyFrom(cluster)
+                    bad.connect_timeout.seconds = -1
+                    resources[CLUSTER][sni] = bad
 
     # -- change tracking -----------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 Metadata = Sequence[tuple[str, str | bytes]]
 #: ``authorize(node, invocation_metadata)``; raise :class:`XdsAuthError` / PermissionError to refuse.
-Authorizer = Callable[[base_pb2.Node, Metadata], "Awaitable[None] | None"]
+Authorizer = Callable[[base_pb2.Node, Metadata], Awaitable[None] | None]
 
 CONTROL_PLANE_ID = "terminus"
 _MISSING_NODE = "missing node information"
@@ -84,7 +84,6 @@ def consul_token(node: base_pb2.Node, metadata: Metadata | None) -> str | None:
 
 Req = TypeVar("Req", discovery_pb2.DiscoveryRequest, discovery_pb2.DeltaDiscoveryRequest)
 State = TypeVar("State")
-_EOF = object()
 
 
 class _Stream(Generic[Req, State]):
@@ -181,7 +180,7 @@ class _SotwType:
     sent: dict[str, str] | None = None  # name → version in the last response; None: owe one
     in_flight: bool = False
     always_respond: bool = False  # EDS after a CDS push (warming)
-    requested: bool = False  # a request for this type is waiting to be answered (or not)
+    requested: bool = False  # the client spoke for this type since the last push pass
     force: bool = False
 
     def subscribe(self, resource_names: Sequence[str]) -> bool:

@@ -1,4 +1,5 @@
-"""`/v1/internal/xds/proxies`: what each connected proxy was sent, ACKed, and rejected."""
+"""`/v1/internal/xds/proxies`: what each connected proxy was sent, ACKed, and rejected
+(with Envoy's error text), so a NACKed config is visible without reading proxy logs."""
 
 from __future__ import annotations
 
@@ -20,4 +21,10 @@ async def proxies(request: Request) -> JSONResponse:
     control = getattr(request.app.state, "xds", None)
     if control is None:
         return consul_json({})
-    return consul_json({node: stats.to_dict() for node, stats in control.cache.all_stats().items()})
+    cache = control.cache
+    out = {}
+    for node, stats in cache.all_stats().items():
+        item = stats.to_dict()
+        item["rejected"] = [n.to_dict() for n in cache.nacks(node)]  # the last errors Envoy reported
+        out[node] = item
+    return consul_json(out)
