@@ -11,11 +11,17 @@ XDS_CLUSTER = "local_agent"  # Consul's name for it
 
 def bootstrap(
     *, proxy_id: str, cluster: str, grpc_host: str, grpc_port: int, admin_host: str, admin_port: int,
-    token: str | None = None, delta: bool = True, namespace: str = "default",
+    token: str | None = None, delta: bool = True, namespace: str = "default", grpc_ca_file: str | None = None,
 ) -> dict[str, Any]:
     grpc_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": XDS_CLUSTER}}
     if token:
         grpc_service["initial_metadata"] = [{"key": "x-consul-token", "value": token}]
+    xds_cluster: dict[str, Any] = {}
+    if grpc_ca_file:  # the xDS port is served over TLS: verify it with this CA
+        xds_cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": grpc_host,
+            "common_tls_context": {"validation_context": {"trusted_ca": {"filename": grpc_ca_file}}}}}
     return {
         "admin": {"address": {"socket_address": {"address": admin_host, "port_value": admin_port}}},
         "node": {"id": proxy_id, "cluster": cluster, "metadata": {"namespace": namespace, "partition": "default"}},
@@ -32,6 +38,7 @@ def bootstrap(
             },
             "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
                 "address": {"socket_address": {"address": grpc_host, "port_value": grpc_port}}}}]}]},
+            **xds_cluster,
         }]},
         "dynamic_resources": {
             "ads_config": {

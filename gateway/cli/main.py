@@ -61,6 +61,8 @@ def server(
     datacenter: Annotated[str | None, typer.Option("--datacenter", help="Datacenter name (default dc1).")] = None,
     config_file: Annotated[str | None, typer.Option("--config-file", help="Consul agent config file (HCL or JSON).")] = None,
     node_name: Annotated[str | None, typer.Option("--node", help="This server's node name (default: hostname).")] = None,
+    grpc_tls_cert: Annotated[str | None, typer.Option("--grpc-tls-cert", help="Serve xDS over TLS with this certificate (PEM).")] = None,
+    grpc_tls_key: Annotated[str | None, typer.Option("--grpc-tls-key", help="The key for --grpc-tls-cert (PEM).")] = None,
 ) -> None:
     """Run the control service."""
     import uvicorn
@@ -84,15 +86,23 @@ def server(
     host, port = split_addr(http_addr or f"{cfg.bind_addr}:{cfg.http_port}", "--http-addr")
     ghost, gport = split_addr(grpc_addr or f"{cfg.bind_addr}:{cfg.grpc_port}", "--grpc-addr")
     url = database_url or sqlite_url(data_dir)  # type: ignore[arg-type]
+    xds_tls = None
+    if grpc_tls_cert or grpc_tls_key:
+        import grpc
+        from pathlib import Path
+
+        if not (grpc_tls_cert and grpc_tls_key):
+            raise CLIError("--grpc-tls-cert and --grpc-tls-key go together")
+        xds_tls = grpc.ssl_server_credentials([(Path(grpc_tls_key).read_bytes(), Path(grpc_tls_cert).read_bytes())])
     cp = ControlPlane(cfg, url, node_name, ca_secret=ca_secret(data_dir))
     print(f"==> terminus server running (datacenter {cfg.datacenter}, storage {'PostgreSQL' if url.startswith('postgres') else 'SQLite in ' + str(data_dir)})")
     print(f"    HTTP API: http://{host}:{port}   OpenAPI docs: http://{host}:{port}/docs")
-    print(f"    xDS (gRPC ADS for Envoy): {ghost}:{gport}")
+    print(f"    xDS (gRPC ADS for Envoy): {ghost}:{gport}{' (TLS)' if xds_tls else ''}")
     print(f"    ACLs: {'enabled, default policy ' + cfg.acl_default_policy if cfg.acl_enabled else 'disabled'}")
     print(f"    Try:  terminus intention create --deny --http-addr {host}:{port} web db && "
           f"terminus intention check --http-addr {host}:{port} web db", flush=True)
     try:
-        uvicorn.run(create_app(cp, xds_addr=f"{ghost}:{gport}"), host=host, port=port, log_level="warning", loop="auto")
+        uvicorn.run(create_app(cp, xds_addr=f"{ghost}:{gport}", xds_tls=xds_tls), host=host, port=port, log_level="warning", loop="auto")
     finally:
         cp.close()
         if temp_dir:
