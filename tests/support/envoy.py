@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from xds.bootstrap import bootstrap
 from xds.envoy import envoy_binary  # one finder, shared with `terminus connect envoy`
 
 import httpx
@@ -83,43 +84,10 @@ def ads_bootstrap(
     admin_port: int | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An ADS bootstrap (xds-protocol.md §2): CDS and LDS over one gRPC stream to ``xds_port``."""
-    cfg: dict[str, Any] = {
-        "node": {"id": node_id, "cluster": node_cluster, "metadata": dict(metadata or {})},
-        "dynamic_resources": {
-            "ads_config": {
-                "api_type": "DELTA_GRPC" if delta else "GRPC",
-                "transport_api_version": "V3",
-                "set_node_on_first_message_only": True,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
-            },
-            "cds_config": {"ads": {}, "resource_api_version": "V3"},
-            "lds_config": {"ads": {}, "resource_api_version": "V3"},
-        },
-        "static_resources": {
-            "clusters": [
-                {
-                    "name": "xds_cluster",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "typed_extension_protocol_options": {
-                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        }
-                    },
-                    "load_assignment": {
-                        "cluster_name": "xds_cluster",
-                        "endpoints": [
-                            {"lb_endpoints": [{"endpoint": {"address": _sock(xds_host, xds_port)}}]}
-                        ],
-                    },
-                }
-            ]
-        },
-    }
-    if admin_port is not None:
-        cfg["admin"] = {"address": _sock(_LOCALHOST, admin_port)}
+    """An ADS bootstrap to ``xds_port``: the one `terminus connect envoy` writes."""
+    cfg = bootstrap(proxy_id=node_id, cluster=node_cluster, grpc_host=xds_host, grpc_port=xds_port,
+                    admin_host=_LOCALHOST, admin_port=admin_port or free_port(), delta=delta)
+    cfg["node"]["metadata"].update(metadata or {})
     return cfg
 
 

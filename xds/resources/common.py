@@ -28,11 +28,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noq
 from envoy.extensions.transport_sockets.tls.v3 import tls_spiffe_validator_config_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 
-LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
-ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+from xds.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET  # noqa: E402  (one definition of the type URLs)
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     LISTENER: listener_pb2.Listener,
