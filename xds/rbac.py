@@ -1,76 +1,82 @@
 """Intentions -> Envoy RBAC, deciding exactly as :class:`IntentionEngine` does, in linear size.
 
 Why not Consul's construction (consul-semantics.md §3.5): Consul flattens precedence into
-one allow- or deny-list by AND-NOT-ing every more specific source out of every wildcard
-rule and every earlier permission out of every later one. Envoy then scans regex
-principals linearly, L7 permissions grow quadratically, and there is no single place
-where "this caller is governed by that intention" is visible.
+one allow- or deny-list by AND-NOT-ing more specific sources out of wildcard rules and
+every earlier permission out of every later one. Envoy then tests regex principals one
+by one (a ``*/*`` rule carries one NOT-regex per more specific source), the permissions
+of an L7 intention grow quadratically, and nothing says which intention decided.
 
-The engine needs none of that. For one destination, at most three intentions can apply
-to a caller (partition p, namespace n, name s): ``view[p/n/s]``, ``view[p/n/*]`` and
-``view[p/*/*]`` (``view`` = the destination's intentions merged over its destination
-wildcards, highest precedence per source key), and the governing one is the
-highest-precedence of those three. That is a DECISION TABLE keyed by caller identity,
-which Envoy's matcher-based RBAC (``matcher``: an ``xds.type.matcher.v3.Matcher`` on the
-client certificate's URI SAN, ``UriSanInput``) can look up instead of scanning:
+The engine needs none of that. For one destination at most three intentions can apply to
+a caller (partition p, namespace n, name s): ``view[p/n/s]``, ``view[p/n/*]`` and
+``view[p/*/*]`` (``view``: the destination's intentions merged over its destination
+wildcards, highest precedence per source key); the governing one is the highest-precedence
+of the three. That is a DECISION TABLE keyed by caller identity, which matcher-based RBAC
+(``matcher``: an ``xds.type.matcher.v3.Matcher`` on the client certificate's URI SAN,
+``UriSanInput``) looks up instead of scanning:
 
-``root``  exact_match_map, key = the caller's full SPIFFE ID
-          ``spiffe://<td>[/ap/<p>]/ns/<n>/dc/<dc>/svc/<s>`` for every exact source whose own
-          intention governs it, once per known datacenter -> its decision.  (hash lookup)
-  on_no_match -> ``W``  prefix_match_map, one key per source partition
-          ``spiffe://<td>/ns/`` (default partition) or ``spiffe://<td>/ap/<p>/ns/``
-          -> ``P(p)``; on_no_match -> the default policy.
-    ``P(p)`` prefix_match_map, one key per namespace ``...ns/<n>/dc/`` -> ``NS(p,n)``;
-          on_no_match -> the decision of ``p/*/*`` (or the default).
-      ``NS(p,n)`` = the decision of ``p/n/*`` (or of ``p/*/*`` where that outranks it), and,
-          when the namespace has exact sources, first the DATACENTER-WILDCARD path below.
+``root``     exact_match_map keyed by the caller's SPIFFE ID
+             ``spiffe://<td>[/ap/<p>]/ns/<n>/dc/<dc>/svc/<s>``, per known datacenter, for
+             each exact source whose own intention governs it -> that decision (hash);
+  on_no_match: ``W`` prefix_match_map, one key per source partition (``spiffe://<td>/ns/``
+             or ``spiffe://<td>/ap/<p>/ns/``) -> ``P(p)``; on_no_match: the default policy.
+    ``P(p)``   prefix_match_map, one key per namespace ``.../ns/<n>/dc/`` -> ``NS(p,n)``;
+             on_no_match: the decision of ``p/*/*``, else the default.
+      ``NS(p,n)`` the decision of ``p/n/*`` (or of ``p/*/*`` where that outranks it),
+             preceded, where the namespace has listed exact sources, by the
+             datacenter-wildcard path below.
+The trust domain is pinned in every key. An exact source is not listed when a wildcard
+intention outranks it, or when its verdict is the same plain allow/deny the namespace path
+gives (Consul likewise drops intentions equal to the default): both decide the same.
 
-Datacenters. Consul ignores the datacenter of the caller (``/dc/[^/]+/``), and so does the
-engine. An exact_match_map cannot wildcard a middle segment, so the hash path is keyed
-by every datacenter in ``datacenters`` (the federation; usually one). Callers from any
+Datacenters. Consul ignores the caller's datacenter (``/dc/[^/]+/``) and so does the
+engine, but an exact_match_map cannot wildcard a middle segment. So the hash path is keyed
+by every datacenter in ``datacenters`` (the federation; usually one), and callers from any
 other datacenter are still decided exactly: ``NS(p,n)`` is a prefix map on the known
 datacenters (``.../dc/<dc>/`` -> the namespace decision, no scan) whose on_no_match is a
-short matcher_list of RE2 alternations ``spiffe://<td>/ns/<n>/dc/[^/]+/svc/(?:a|b|...)``,
-one per decision group (all L4-allow names, all L4-deny names, in chunks; one per L7
-name), then the namespace decision. So a caller from an unknown datacenter costs a few
-automaton matches instead of a hash lookup, never a wrong decision, and the exact names
-cost a second time only their length in bytes. Size is O((D+1) x #exact + #wildcards +
-#permissions) for D known datacenters.
+short matcher_list of RE2 alternations ``spiffe://<td>/ns/<n>/dc/[^/]+/svc/(?:a|b|...)``
+(one per verdict, in chunks of REGEX_CHUNK names; one per L7 source) and then the
+namespace decision. An unknown datacenter costs a few automaton matches instead of a
+hash lookup, never a different decision; listed names cost their length a second time,
+L7 trees of exact sources are stored D+1 times. Size: O((D+1) x (#exact + #permissions)
++ #wildcards) for D known datacenters, linear in the intentions.
 
-Fall-through. Every decision subtree is complete (has its own on_no_match), except one:
-where ``p/*/*`` is an L7 intention and a namespace needs an ``NS`` list, the list has no
-on_no_match, so a miss falls back to ``P(p)``'s on_no_match (the xDS rule "a nested matcher
-that does not match and has no on_no_match makes the enclosing match fail", verified on
-Envoy 1.40) instead of copying the L7 tree into every namespace (which would make the
-size #namespaces x #permissions). No map here has keys that are prefixes of each other
-except the known-datacenter keys, which are always complete, so the result never depends
-on prefix_match_map's retry of shorter prefixes.
+Fall-through. Every subtree is complete (has an on_no_match) except one: where ``p/*/*`` is
+an L7 intention and a namespace needs an ``NS`` list, that list has no on_no_match, so a
+miss falls back to ``P(p)``'s on_no_match (xDS: "a nested matcher that does not match and
+has no on_no_match makes the enclosing match fail"; verified on Envoy 1.40), and callers of
+known datacenters take that list too. Copying the L7 tree into every such namespace would
+cost #namespaces x #permissions. No prefix map has
+keys that are prefixes of each other (the known-datacenter keys sit in their own nested
+map), so decisions never depend on prefix_match_map retrying shorter prefixes.
 
-L7 (``http=True``). An L7 decision is a matcher_list over the permissions in order (first
-match wins, exactly Consul's ordering) whose on_no_match is the DEFAULT policy, never a
-lower intention. Inputs:
-* ``PathExact``/``PathPrefix``: the engine compares the path WITHOUT query/fragment, Envoy's
-  ``:path`` includes it. For a value without ``?``/``#`` these are exactly equal to
-  ``:path == P or :path startswith P+"?" or P+"#"`` and ``:path startswith P``; a value that
-  contains ``?``/``#`` can never match the engine's path, so the permission is dropped.
-* ``PathRegex``: a regex on ``:path`` cannot be made to ignore the query exactly (``.*``
-  would run into it), so it uses the CEL matcher on ``request.url_path`` (Envoy's own
-  query- and fragment-free path): ``request.url_path.matches('^(?:R)$')``.
-* ``Methods``: ``:method`` exact, OR-ed. ``Header``: ``HttpRequestHeaderMatchInput``
-  (repeated headers joined with ",", as the engine's HTTPRequest does) with Envoy's
-  HeaderMatcher semantics: a missing header matches nothing except an inverted presence
-  check, so an inverted value check is ``present AND NOT value``.
-On a non-HTTP listener (``http=False``, network RBAC) an L7 intention denies in full.
+L7 (``http=True``): the permissions as a matcher_list in order (first match wins, Consul's
+ordering); on_no_match is the DEFAULT policy, never a lower intention. Inputs:
+* ``PathExact`` / ``PathPrefix``: the engine compares the path WITHOUT query or fragment,
+  Envoy's ``:path`` has them. For P without ``?``/``#`` that is exactly
+  ``:path`` ~ ``P(?:[?#].*)?`` (RE2 full match) and ``:path`` startswith P; a P containing
+  ``?``/``#`` can never match the engine's path, so that permission is left out.
+* ``PathRegex``: a regex on ``:path`` cannot ignore the query exactly (``.*`` would run
+  into it), so it is the CEL matcher on Envoy's own query-free path:
+  ``request.url_path.matches('^(?:R)$')``.
+* ``Methods``: ``:method`` exact, or an RE2 alternation for several.
+* ``Header``: ``HttpRequestHeaderMatchInput`` (repeated headers joined with ",", as the
+  engine's HTTPRequest does) with Envoy's HeaderMatcher semantics: a missing header
+  matches nothing except an inverted presence check, so an inverted value check is
+  ``present AND NOT value``.
+On a non-HTTP listener (``http=False``: network RBAC, stat_prefix connect_authz) an L7
+intention denies in full.
 
-Out of scope: peered sources (no peer trust bundles here; they are skipped), JWT.
-Assumed: callers present well-formed service SVIDs (terminus's CA issues nothing else);
-names contain no ``/``. Other SPIFFE IDs of the trust domain (agents, gateways) match
-no key and get the default. The RBAC filter sees ``:path`` after the HCM's own
-normalisation; the engine must be asked with that same path.
+Out of scope: peered sources (no peer trust bundles here: skipped), JWT. Assumed: callers
+present well-formed service SVIDs (terminus's CA issues nothing else) and names contain
+no ``/``; other IDs of the trust domain (agents, gateways) match no key and get the
+default. RBAC sees ``:path`` after the HCM's normalisation; ask the engine with that path.
+Action names (Envoy's effective policy id) name the deciding source: ``ns/name``,
+``ns/name #i`` (permission i), ``ns/name #default``, ``default``.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -162,12 +168,12 @@ def _action(name: str, allow: bool) -> OnMatch:
     return OnMatch(action=_typed("allow" if allow else "deny", act))
 
 
-_URI_SAN = _typed("uri-san", ssl_inputs_pb2.UriSanInput())
-_CEL_INPUT = _typed("http-attributes", xds_http_inputs_pb2.HttpAttributesCelMatchInput())
+_URI_SAN = _typed("uri", ssl_inputs_pb2.UriSanInput())
+_CEL_INPUT = _typed("http", xds_http_inputs_pb2.HttpAttributesCelMatchInput())
 
 
 def _header_input(name: str) -> extension_pb2.TypedExtensionConfig:
-    return _typed("header", http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=name))
+    return _typed("hdr", http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=name))
 
 
 def _single(inp: extension_pb2.TypedExtensionConfig, **value_match: object) -> Predicate:
@@ -177,10 +183,6 @@ def _single(inp: extension_pb2.TypedExtensionConfig, **value_match: object) -> P
 
 def _regex(pattern: str) -> regex_pb2.RegexMatcher:
     return regex_pb2.RegexMatcher(google_re2=regex_pb2.RegexMatcher.GoogleRE2(), regex=pattern)
-
-
-def _any_of(preds: list[Predicate]) -> Predicate:
-    return preds[0] if len(preds) == 1 else Predicate(or_matcher=Predicate.PredicateList(predicate=preds))
 
 
 def _all_of(preds: list[Predicate]) -> Predicate:
@@ -223,7 +225,8 @@ def _permission_predicate(perm: CompiledPermission) -> Predicate | object:
         p = perm.path_exact
         if "?" in p or "#" in p:
             return _NEVER
-        parts.append(_any_of([_single(path, exact=p), _single(path, prefix=p + "?"), _single(path, prefix=p + "#")]))
+        # one regex, not three string matchers: a third of the bytes, the same set of paths
+        parts.append(_single(path, safe_regex=_regex(f"(?s){_re2_escape(p)}(?:[?#].*)?")))
     if perm.path_prefix is not None:
         p = perm.path_prefix
         if "?" in p or "#" in p:
@@ -233,7 +236,11 @@ def _permission_predicate(perm: CompiledPermission) -> Predicate | object:
         parts.append(_url_path_matches(perm.path_regex.pattern))
     if perm.methods is not None:
         method = _header_input(":method")
-        parts.append(_any_of([_single(method, exact=m) for m in sorted(perm.methods)]))
+        methods = sorted(perm.methods)
+        if len(methods) == 1:
+            parts.append(_single(method, exact=methods[0]))
+        else:
+            parts.append(_single(method, safe_regex=_regex("|".join(_re2_escape(m) for m in methods))))
     for check in perm.headers:
         hdr = _header_input(check.name)
         present = _single(hdr, safe_regex=_regex("(?s).*"))
@@ -264,10 +271,16 @@ class _Decisions:
 
     @property
     def default(self) -> OnMatch:
-        return _action("default-allow" if self.default_allow else "default-deny", self.default_allow)
+        return _action("default", self.default_allow)
 
     def is_l7(self, ci: CompiledIntention | None) -> bool:
         return ci is not None and self.http and bool(ci.permissions)
+
+    def allows(self, ci: CompiledIntention | None) -> bool:
+        """The verdict of a decision that does not look at the request (not is_l7)."""
+        if ci is None:
+            return self.default_allow
+        return not ci.permissions and ci.action == "allow"
 
     def of(self, ci: CompiledIntention | None) -> OnMatch:
         if ci is None:
@@ -282,17 +295,16 @@ class _Decisions:
     def _build(self, ci: CompiledIntention) -> OnMatch:
         label = _label(ci)
         if not ci.permissions:
-            allow = ci.action == "allow"
-            return _action(f"{'allow' if allow else 'deny'} {label}", allow)
+            return _action(label, ci.action == "allow")
         if not self.http:
-            return _action(f"deny {label} (L7 intention on a TCP listener)", False)
+            return _action(f"{label} (L7 on TCP)", False)
         m = Matcher()
         fallback: OnMatch | None = None
         for i, perm in enumerate(ci.permissions):
             pred = _permission_predicate(perm)
             if pred is _NEVER:
                 continue
-            act = _action(f"{'allow' if perm.allow else 'deny'} {label} permission {i}", perm.allow)
+            act = _action(f"{label} #{i}", perm.allow)
             if pred is _ALWAYS:  # later permissions are unreachable
                 fallback = act
                 break
@@ -300,8 +312,7 @@ class _Decisions:
             fm.predicate.CopyFrom(pred)  # type: ignore[arg-type]
             fm.on_match.CopyFrom(act)
         if fallback is None:
-            d = self.default_allow
-            fallback = _action(f"default-{'allow' if d else 'deny'} {label} no permission matched", d)
+            fallback = _action(f"{label} #default", self.default_allow)
         if not m.matcher_list.matchers:
             return fallback
         m.on_no_match.CopyFrom(fallback)
@@ -371,14 +382,22 @@ def compile_rbac(
         pp = f"{base}{_partition_path(p)}/ns/"
         all_wild = view.get((p, WILDCARD, WILDCARD))
         ns_entries: dict[str, OnMatch] = {}
-        for (pn, n) in sorted(k for k in by_ns if k[0] == p):
+        for _, n in sorted(k for k in by_ns if k[0] == p):
             ns_wild = view.get((p, n, WILDCARD))
             fallback = _best(ns_wild, all_wild)
-            governed: list[tuple[str, CompiledIntention]] = []  # exact sources that decide themselves
+            # Exact sources whose own intention governs them and changes their verdict: an
+            # exact source shadowed by a wildcard, or with the same plain verdict as the
+            # namespace path, is decided identically without an entry (as Consul drops
+            # intentions equal to the default).
+            simple_fallback = not decide.is_l7(fallback)
+            governed: list[tuple[str, CompiledIntention]] = []
             for s in sorted(x for x in by_ns[(p, n)] if x != WILDCARD):
                 own = view[(p, n, s)]
-                if _best(_best(own, ns_wild), all_wild) is own:
-                    governed.append((s, own))
+                if _best(_best(own, ns_wild), all_wild) is not own:
+                    continue
+                if simple_fallback and not decide.is_l7(own) and decide.allows(own) == decide.allows(fallback):
+                    continue
+                governed.append((s, own))
             for s, own in governed:
                 for dc in dcs:
                     exact_map[f"{pp}{n}/dc/{dc}/svc/{s}"] = decide.of(own)
@@ -450,9 +469,7 @@ def _namespace_matcher(
             fm = unknown_dc.matcher_list.matchers.add()
             alternation = "|".join(_re2_escape(x) for x in chunk)
             fm.predicate.CopyFrom(_single(_URI_SAN, safe_regex=_regex(f"{rx_prefix}(?:{alternation})")))
-            # Named for the group: the names of a chunk share one action.
-            verdict = "allow" if allowed else "deny"
-            fm.on_match.CopyFrom(_action(f"{verdict} {ns_label}/<exact source> (any datacenter)", allowed))
+            fm.on_match.CopyFrom(_action(f"{ns_label}/<exact>", allowed))  # one action per chunk
     for s, ci in l7:
         fm = unknown_dc.matcher_list.matchers.add()
         fm.predicate.CopyFrom(_single(_URI_SAN, safe_regex=_regex(f"{rx_prefix}{_re2_escape(s)}")))
@@ -488,14 +505,6 @@ class _CIxn:
 
 def _count_wild(s: ServiceName) -> int:
     return 2 if s.namespace == WILDCARD else 1 if s.name == WILDCARD else 0
-
-
-def _source_matches(tester: ServiceName, against: ServiceName) -> bool:
-    """Consul's ixnSourceMatches: `tester` is strictly less wild and covered by `against`."""
-    if _count_wild(tester) >= _count_wild(against):
-        return False
-    return (tester.partition == against.partition and tester.peer == against.peer
-            and against.namespace in (tester.namespace, WILDCARD) and against.name in (tester.name, WILDCARD))
 
 
 def _consul_principal(s: ServiceName, trust_domain: str) -> rbac_pb2.Principal:
@@ -580,12 +589,29 @@ def consul_rbac(
         else:
             rixns.append(_CIxn(ci.source, "allow" if ci.action == "allow" else "deny", []))
     default_action = "allow" if default_allow else "deny"
-    for i in range(len(rixns) - 1, -1, -1):  # removeSourcePrecedence
-        for j in range(i + 1, len(rixns)):
-            if not rixns[j].skip and _source_matches(rixns[i].source, rixns[j].source):
-                rixns[j].not_sources.append(rixns[i].source)
-        if rixns[i].action == default_action:
-            rixns[i].skip = True
+    # removeSourcePrecedence. Consul walks all pairs (i before j); only sources in j's
+    # partition and namespace can match, so index them: same output, not O(n^2) time.
+    exact_in_ns: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    narrower_in_partition: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for idx, r in enumerate(rixns):
+        wild = _count_wild(r.source)
+        if wild == 0:
+            exact_in_ns[(r.source.partition, r.source.peer, r.source.namespace)].append(idx)
+        if wild < 2:
+            narrower_in_partition[(r.source.partition, r.source.peer)].append(idx)
+    for j, r in enumerate(rixns):
+        if r.action == default_action:
+            r.skip = True
+            continue
+        wild = _count_wild(r.source)
+        if wild == 0:
+            continue
+        if wild == 1:
+            candidates = exact_in_ns.get((r.source.partition, r.source.peer, r.source.namespace), [])
+        else:
+            candidates = narrower_in_partition.get((r.source.partition, r.source.peer), [])
+        earlier = candidates[: bisect.bisect_left(candidates, j)]
+        r.not_sources = [rixns[i].source for i in reversed(earlier)]  # Consul appends i = j-1 .. 0
 
     policies: dict[str, rbac_pb2.Policy] = {}
     l4: list[rbac_pb2.Principal] = []
@@ -617,9 +643,16 @@ def consul_rbac(
 
 def _consul_flatten_principal(r: _CIxn, trust_domain: str) -> rbac_pb2.Principal:
     nots = r.not_sources
-    if len(nots) > 1:  # simplifyNotSourceSlice: drop NOTs covered by a wilder NOT
+    if len(nots) > 1:  # simplifyNotSourceSlice: drop NOTs covered by a wilder NOT (stable order)
         nots = sorted(nots, key=_count_wild)
-        nots = [s for i, s in enumerate(nots) if not any(_source_matches(s, o) for o in nots[i + 1 :])]
+        present = {(s.partition, s.peer, s.namespace, s.name) for s in nots}
+
+        def covered(s: ServiceName) -> bool:
+            wild = _count_wild(s)
+            return (wild == 0 and (s.partition, s.peer, s.namespace, WILDCARD) in present) or (
+                wild < 2 and (s.partition, s.peer, WILDCARD, WILDCARD) in present)
+
+        nots = [s for s in nots if not covered(s)]
     principal = _consul_principal(r.source, trust_domain)
     if not nots:
         return principal
