@@ -25,6 +25,8 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/intentions.py
 	$(PY) bench/api_upserts.py
+	$(PY) bench/identity.py
+	$(PY) bench/rbac_size.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
