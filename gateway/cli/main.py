@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli import acl, config, connect, gateway_cmd, intention, services, tls
+from gateway.cli import acl, config, connect, gateway_cmd, intention, lambda_cmd, services, tls
 from gateway.cli.client import CLIError
 from gateway.cli.common import one_line_errors
 
@@ -22,6 +22,7 @@ app.add_typer(acl.app, name="acl")
 app.add_typer(connect.app, name="connect")
 app.add_typer(tls.app, name="tls")
 app.command("gateway")(gateway_cmd.gateway)
+app.add_typer(lambda_cmd.app, name="lambda")
 
 
 def ca_secret(data_dir: str | None) -> bytes:
