@@ -16,7 +16,7 @@ import pytest
 from gateway.configentries.service import prepare
 from gateway.intentions.engine import IntentionEngine, ServiceName
 from xds.resources import build_resources, resource_dicts
-from xds.snapshot import HTTP, TCP, Endpoint, Inbound, Leaf, LinkedService, ProxySnapshot, Upstream
+from xds.snapshot import HTTP, TCP, Endpoint, Inbound, LambdaTarget, Leaf, LinkedService, ProxySnapshot, Upstream
 
 GOLDEN = Path(__file__).parent / "golden" / "xds"
 TD = "11111111-2222-3333-4444-555555555555.consul"
@@ -35,6 +35,11 @@ def _leaf(svc: str) -> Leaf:
 def _inbound(svc: str, protocol: str, *sources: dict) -> Inbound:
     return Inbound(ServiceName(svc), protocol, _intentions(svc, *sources), _leaf(svc))
 
+
+LAMBDA_ARN = "arn:aws:lambda:us-east-1:123456789012:function:echo"
+AWS_LAMBDA = LambdaTarget(LAMBDA_ARN, False, "SYNCHRONOUS", "lambda.us-east-1.amazonaws.com", 443, True,
+                          "lambda.us-east-1.amazonaws.com", "/etc/ssl/certs/ca-certificates.crt")
+LOCAL_LAMBDA = LambdaTarget(LAMBDA_ARN + ":live", True, "ASYNCHRONOUS", "127.0.0.1", 9001, False, "")
 
 COMMON = dict(namespace="default", datacenter="dc1", trust_domain=TD, roots_pem="<root certificate>\n",
               default_allow=False, datacenters=("dc1",), listen_address="127.0.0.1")
@@ -69,6 +74,28 @@ SNAPSHOTS = {
         ),
         **COMMON,
     ),
+    # authentication is an AWS Lambda (service-defaults Meta keys or builtin/aws/lambda): HTTP chain
+    # with aws_lambda before the router, strip_any_host_port, no auto_host_rewrite, and a cluster to
+    # AWS's regional endpoint carrying the com.amazonaws.lambda metadata
+    "terminating-gateway-lambda": ProxySnapshot(
+        node_id="tgw", kind="terminating-gateway", proxy_service="tgw", listen_port=8443,
+        linked=(
+            LinkedService(_inbound("authentication", HTTP, {"Name": "api", "Action": "allow"}),
+                          f"authentication.default.dc1.internal.{TD}", (), (), lambda_=AWS_LAMBDA),
+            LinkedService(_inbound("billing", HTTP, {"Name": "api", "Action": "allow"}),
+                          f"billing.default.dc1.internal.{TD}", (Endpoint("10.1.0.1", 443),), ()),
+        ),
+        **COMMON,
+    ),
+    # a sidecar allowed by intentions to invoke a Lambda that no gateway fronts: direct, plain
+    # HTTP to an endpoint override (AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:9001)
+    "connect-proxy-lambda-direct": ProxySnapshot(
+        node_id="api-sidecar-proxy", kind="connect-proxy", proxy_service="api-sidecar-proxy", listen_port=21000,
+        inbound=_inbound("api", TCP, {"Name": "web", "Action": "allow"}), local_app_port=9090,
+        upstreams=(Upstream("authentication", "default", "dc1", "127.0.0.1", 2345, HTTP,
+                            f"authentication.default.dc1.internal.{TD}", (), lambda_=LOCAL_LAMBDA),),
+        **COMMON,
+    ),
 }
 
 
@@ -100,7 +127,7 @@ def test_golden_configs_pass_envoy_validate(tmp_path: Path) -> None:
         dicts = json.loads(json.dumps(resource_dicts(snap)).replace("/etc/ca.pem", str(tmp_path / "ca.pem")).replace("<root certificate>\\n", ca.cert_pem.decode().replace("\n", "\\n")))
         leaf = make_leaf(ca, uri_sans=[f"spiffe://{TD}/ns/default/dc/dc1/svc/x"])
         text = json.dumps(dicts)
-        for svc in ("api", "db", "billing", "legacy-db"):
+        for svc in ("api", "db", "billing", "legacy-db", "authentication"):
             text = text.replace(f"<leaf certificate of {svc}>\\n", leaf.cert_pem.decode().replace("\n", "\\n"))
             text = text.replace(f"<leaf key of {svc}>\\n", leaf.key_pem.decode().replace("\n", "\\n"))
         dicts = json.loads(text)

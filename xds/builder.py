@@ -5,12 +5,20 @@ as `consul connect envoy -proxy-id` does."""
 from __future__ import annotations
 
 import ipaddress
+import os
+from dataclasses import replace
 from typing import Any
 
+from gateway.awslambda.config import lambda_config, lambda_endpoint
 from gateway.control import ControlPlane
 from gateway.identity.sni import service_sni
 from gateway.intentions.engine import ServiceName
-from xds.snapshot import HTTP, HTTP_PROTOCOLS, TCP, Endpoint, Inbound, Leaf, LinkedService, ProxySnapshot, Upstream
+from xds.snapshot import (
+    HTTP, HTTP_PROTOCOLS, TCP, Endpoint, Inbound, LambdaTarget, Leaf, LinkedService, ProxySnapshot, Upstream,
+)
+
+# Where the TLS to AWS's Invoke endpoint is verified from: the first system bundle present.
+SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
 
 
 def find_proxy(cp: ControlPlane, node_id: str) -> dict[str, Any] | None:
@@ -70,6 +78,25 @@ def _inbound(cp: ControlPlane, service: str, namespace: str) -> Inbound:
     return Inbound(name, protocol_of(cp, service, namespace), tuple(cp.engine.for_destination(name)), _leaf(cp, service, namespace))
 
 
+def lambda_target(cp: ControlPlane, service: str, namespace: str = "default") -> LambdaTarget | None:
+    """The service's Lambda function (service-defaults Meta keys or builtin/aws/lambda), with the
+    Invoke endpoint as the control plane's environment says (AWS_ENDPOINT_URL_LAMBDA, ...)."""
+    cfg = lambda_config(cp.state.config_entry("service-defaults", service, namespace))
+    if cfg is None:
+        return None
+    ep = lambda_endpoint(cfg.region)
+    ca = next((p for p in SYSTEM_CA_BUNDLES if os.path.exists(p)), "") if ep.tls else ""
+    return LambdaTarget(cfg.arn, cfg.payload_passthrough, cfg.invocation_mode, ep.host, ep.port, ep.tls, ep.sni, ca)
+
+
+def may_invoke_directly(cp: ControlPlane, source: ServiceName, destination: ServiceName) -> bool:
+    """Source-side gate for a sidecar that invokes a Lambda itself: an L4 allow, or an L7
+    intention (whose permissions the sidecar cannot enforce: Lambda sees no client identity,
+    so an L7 intention is treated as allowing the whole function)."""
+    decision = cp.engine.decide(source, destination)
+    return decision.allowed or bool(decision.intention is not None and decision.intention.permissions)
+
+
 def build_snapshot(cp: ControlPlane, node_id: str) -> ProxySnapshot | None:
     svc = find_proxy(cp, node_id)
     if svc is None:
@@ -90,13 +117,22 @@ def build_snapshot(cp: ControlPlane, node_id: str) -> ProxySnapshot | None:
         for up in proxy.get("Upstreams") or ():
             uname, uns = up["DestinationName"], up.get("DestinationNamespace") or "default"
             udc = up.get("Datacenter") or dc
-            upstreams.append(Upstream(
+            upstream = Upstream(
                 name=uname, namespace=uns, datacenter=udc,
                 bind_address=up.get("LocalBindAddress") or "127.0.0.1", bind_port=int(up["LocalBindPort"]),
                 protocol=protocol_of(cp, uname, uns),
                 sni=service_sni(uname, None, uns, "default", udc, td),
                 endpoints=_endpoints(cp, cp.catalog.connect_instances(uname)),
-            ))
+            )
+            lam = lambda_target(cp, uname, uns) if udc == dc else None
+            if lam is not None:
+                if cp.catalog.gateways_for(uname, uns):
+                    upstream = replace(upstream, protocol=HTTP)  # through the gateway, which invokes it
+                elif may_invoke_directly(cp, ServiceName(dest, ns), ServiceName(uname, uns)):
+                    upstream = replace(upstream, protocol=HTTP, endpoints=(), lambda_=lam)
+                else:
+                    continue  # intentions deny: no listener, no cluster, no way to it through this proxy
+            upstreams.append(upstream)
         return ProxySnapshot(
             **common, inbound=_inbound(cp, dest, ns),
             local_app_address=proxy.get("LocalServiceAddress") or "127.0.0.1",
@@ -106,6 +142,14 @@ def build_snapshot(cp: ControlPlane, node_id: str) -> ProxySnapshot | None:
     linked = []
     for link in cp.catalog.linked_services(svc["Service"]):
         name, lns = link["Service"], link.get("Namespace") or "default"
+        lam = lambda_target(cp, name, lns)
+        if lam is not None:  # a function, not addresses: invoked over HTTP whatever its protocol
+            inbound = _inbound(cp, name, lns)
+            linked.append(LinkedService(
+                inbound=replace(inbound, protocol=HTTP), sni=service_sni(name, None, lns, "default", dc, td),
+                endpoints=(), hostnames=(), lambda_=lam,
+            ))
+            continue
         instances = cp.state.services_named(name)
         endpoints = _endpoints(cp, instances)
         linked.append(LinkedService(

@@ -67,6 +67,8 @@ class XDSControl:
             else:
                 targets = {snap.inbound.service.name} if snap.inbound else set()
                 targets |= {ls.inbound.service.name for ls in snap.linked}
+                # direct Lambda upstreams exist only while intentions allow them (source-side gating)
+                targets |= {up.name for up in snap.upstreams if up.lambda_ is not None}
                 self._known[node_id] = frozenset(targets)
         if snap is None:
             self.cache.set(node_id, {})
@@ -143,5 +145,10 @@ class XDSControl:
                 nodes = set(self._known) if self._all_dirty else set(self._dirty) & set(self._known)
                 self._dirty.clear()
                 self._all_dirty = False
-            for node_id in sorted(nodes):
-                await asyncio.to_thread(self._rebuild, node_id)
+            # One worker pass for the whole batch: each proxy's snapshot is pushed as soon as it
+            # is built (cache.set wakes its stream), with no event-loop round trip in between.
+            await asyncio.to_thread(self._rebuild_many, sorted(nodes))
+
+    def _rebuild_many(self, nodes: list[str]) -> None:
+        for node_id in nodes:
+            self._rebuild(node_id)

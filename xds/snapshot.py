@@ -47,6 +47,28 @@ class Inbound:
 
 
 @dataclass(frozen=True)
+class LambdaTarget:
+    """An AWS Lambda function behind a service: Envoy's aws_lambda filter invokes it.
+
+    host/port/tls/sni are the Invoke endpoint (gateway/awslambda/config.lambda_endpoint);
+    `host_header` is what the filter signs and sends as Host."""
+
+    arn: str
+    payload_passthrough: bool
+    invocation_mode: str  # SYNCHRONOUS | ASYNCHRONOUS
+    host: str
+    port: int
+    tls: bool
+    sni: str
+    ca_file: str = ""  # system CA bundle for the endpoint's certificate ("" for plain HTTP)
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.tls else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class Upstream:
     """A sidecar's upstream: a local listener that dials the service over mTLS."""
 
@@ -58,6 +80,7 @@ class Upstream:
     protocol: str
     sni: str
     endpoints: tuple[Endpoint, ...]
+    lambda_: LambdaTarget | None = None  # direct invocation from the sidecar (see builder.py)
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,7 @@ class LinkedService:
     endpoints: tuple[Endpoint, ...]
     hostnames: tuple[str, ...]  # endpoints that are DNS names: a STRICT_DNS cluster
     tls: dict[str, Any] = field(default_factory=dict)  # CAFile, CertFile, KeyFile, SNI from the gateway entry
+    lambda_: LambdaTarget | None = None  # the service is a Lambda function: invoke it, HTTP whatever its protocol
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.awslambda.config import validate_lambda
 from gateway.errors import InvalidInput
 
 KINDS = ("service-intentions", "service-defaults", "proxy-defaults", "terminating-gateway", "mesh")
@@ -40,6 +41,7 @@ def validate_service_defaults(entry: dict[str, Any]) -> None:
     tmode = entry.get("Mode", "")
     if tmode not in ("", "direct", "transparent"):
         raise InvalidInput(f'invalid proxy mode: "{tmode}"')
+    validate_lambda(entry)  # Meta keys or the builtin/aws/lambda extension: 400 on a bad ARN, mode, region
 
 
 def validate_proxy_defaults(entry: dict[str, Any]) -> None:

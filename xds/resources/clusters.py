@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xds.resources import awslambda
 from xds.resources.common import ADS, TRUST_BUNDLE_SECRET, sds, spiffe_san_regex, typed
 from xds.snapshot import LinkedService, ProxySnapshot
 
@@ -65,6 +66,8 @@ def _origination_tls(linked: LinkedService) -> dict[str, Any] | None:
 
 
 def _linked_cluster(snap: ProxySnapshot, linked: LinkedService) -> dict[str, Any]:
+    if linked.lambda_ is not None:
+        return awslambda.cluster(linked.sni, linked.lambda_)
     if linked.hostnames:
         cluster: dict[str, Any] = {
             "name": linked.sni, "type": "STRICT_DNS", "connect_timeout": CONNECT_TIMEOUT,
@@ -92,6 +95,9 @@ def clusters(snap: ProxySnapshot) -> list[dict[str, Any]]:
                 "address": {"socket_address": {"address": snap.local_app_address, "port_value": snap.local_app_port}}}}]}]},
         })
         for up in snap.upstreams:
+            if up.lambda_ is not None:
+                out.append(awslambda.cluster(up.sni, up.lambda_))
+                continue
             cluster = _eds(up.sni)
             cluster["transport_socket"] = _mesh_tls(snap, up.sni, up.namespace, up.name)
             out.append(cluster)

@@ -7,6 +7,7 @@ imported here so that `@type` resolves.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from google.protobuf import json_format
@@ -17,6 +18,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.aws_lambda.v3 import aws_lambda_pb2  # noqa: F401
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
@@ -52,8 +54,22 @@ def typed_message(msg: Message) -> dict[str, Any]:
             **json_format.MessageToDict(msg, preserving_proto_field_name=True)}
 
 
+_PARSED: dict[tuple[str, str], Message] = {}
+_PARSED_MAX = 20_000
+
+
 def to_message(type_url: str, resource: dict[str, Any]) -> Message:
-    return json_format.ParseDict(resource, MESSAGE_TYPES[type_url](), ignore_unknown_fields=False)
+    """Dict -> proto, memoized by content: protobuf's JSON parser is pure Python and was most
+    of a rebuild's cost, while many resources (routes carrying the same intentions, clusters,
+    the trust bundle) are identical across proxies and across rebuilds. Cached messages are
+    shared and must not be mutated."""
+    key = (type_url, json.dumps(resource, sort_keys=True, separators=(",", ":")))
+    msg = _PARSED.get(key)
+    if msg is None:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        msg = _PARSED[key] = json_format.ParseDict(resource, MESSAGE_TYPES[type_url](), ignore_unknown_fields=False)
+    return msg
 
 
 def sds(name: str) -> dict[str, Any]:

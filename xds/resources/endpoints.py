@@ -27,6 +27,7 @@ def assignment(cluster: str, endpoints: tuple[Endpoint, ...], region: str) -> di
 
 
 def endpoints(snap: ProxySnapshot) -> list[dict[str, Any]]:
-    out = [assignment(up.sni, up.endpoints, snap.datacenter) for up in snap.upstreams]
-    out += [assignment(ls.sni, ls.endpoints, snap.datacenter) for ls in snap.linked if not ls.hostnames]
+    out = [assignment(up.sni, up.endpoints, snap.datacenter) for up in snap.upstreams if up.lambda_ is None]
+    out += [assignment(ls.sni, ls.endpoints, snap.datacenter) for ls in snap.linked
+            if not ls.hostnames and ls.lambda_ is None]
     return sorted(out, key=lambda a: a["cluster_name"])

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from xds.resources import authz
+from xds.resources import awslambda
 from xds.resources.common import ADS, downstream_tls, typed
-from xds.snapshot import HTTP, Inbound, ProxySnapshot
+from xds.snapshot import HTTP, Inbound, LambdaTarget, ProxySnapshot
 
 ROUTER = {"name": "envoy.filters.http.router", "typed_config": typed("envoy.extensions.filters.http.router.v3.Router")}
 
@@ -21,13 +22,16 @@ def _address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def _hcm(stat_prefix: str, http_filters: list[dict[str, Any]], route: dict[str, Any], inbound: bool) -> dict[str, Any]:
+def _hcm(stat_prefix: str, http_filters: list[dict[str, Any]], route: dict[str, Any], inbound: bool,
+         strip_any_host_port: bool = False) -> dict[str, Any]:
     config: dict[str, Any] = {
         "stat_prefix": stat_prefix,
         "codec_type": "AUTO",
         "http_filters": [*http_filters, ROUTER],
         **route,
     }
+    if strip_any_host_port:  # SigV4 signs Host; a port in it would not match (Consul PR #12681)
+        config["strip_any_host_port"] = True
     if inbound:
         config.update(
             normalize_path=True,
@@ -47,9 +51,15 @@ def _tcp_proxy(stat_prefix: str, cluster: str) -> dict[str, Any]:
             "typed_config": typed("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", stat_prefix=stat_prefix, cluster=cluster)}
 
 
-def _inbound_filters(snap: ProxySnapshot, inbound: Inbound, cluster: str, stat: str, rds: str) -> list[dict[str, Any]]:
+def _inbound_filters(snap: ProxySnapshot, inbound: Inbound, cluster: str, stat: str, rds: str,
+                     lam: LambdaTarget | None = None) -> list[dict[str, Any]]:
     """L7: HCM with RBAC (rules on the route, over RDS) then the router; L4: network RBAC
-    then tcp_proxy (an L7 intention there counts as deny, as in Consul)."""
+    then tcp_proxy (an L7 intention there counts as deny, as in Consul). A Lambda: always
+    L7, with the aws_lambda filter between RBAC and the router."""
+    if lam is not None:
+        route = {"rds": {"route_config_name": rds, "config_source": ADS}}
+        return [_hcm(stat, [authz.http_filter_fail_closed(), awslambda.http_filter(lam)], route, inbound=True,
+                     strip_any_host_port=True)]
     if inbound.protocol == HTTP:
         route = {"rds": {"route_config_name": rds, "config_source": ADS}}
         return [_hcm(stat, [authz.http_filter_fail_closed()], route, inbound=True)]
@@ -68,7 +78,11 @@ def _sidecar(snap: ProxySnapshot) -> list[dict[str, Any]]:
         }],
     }]
     for up in snap.upstreams:
-        if up.protocol == HTTP:
+        if up.lambda_ is not None:  # direct invocation, allowed by intentions (see awslambda.py)
+            filters = [_hcm(f"upstream.{up.name}", [awslambda.http_filter(up.lambda_)],
+                            {"rds": {"route_config_name": up.sni, "config_source": ADS}}, inbound=False,
+                            strip_any_host_port=True)]
+        elif up.protocol == HTTP:
             filters = [_hcm(f"upstream.{up.name}", [], {"rds": {"route_config_name": up.sni, "config_source": ADS}}, inbound=False)]
         else:
             filters = [_tcp_proxy(f"upstream.{up.name}", up.sni)]
@@ -89,7 +103,8 @@ def _terminating_gateway(snap: ProxySnapshot) -> list[dict[str, Any]]:
             "filter_chain_match": {"server_names": [linked.sni]},
             "transport_socket": downstream_tls(linked.inbound.leaf.secret_name),
             "filters": _inbound_filters(snap, linked.inbound, linked.sni,
-                                        f"upstream.{svc.name}.{svc.namespace}.default.{snap.datacenter}", linked.sni),
+                                        f"upstream.{svc.name}.{svc.namespace}.default.{snap.datacenter}", linked.sni,
+                                        linked.lambda_),
         })
     # Consul's catch-all: keeps the listener (and its health check) up; unknown SNIs are reset.
     chains.append({"filters": [
