@@ -23,8 +23,9 @@ SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/c
 
 def find_proxy(cp: ControlPlane, node_id: str) -> dict[str, Any] | None:
     """The catalog service with this ID (any node), if it is a proxy kind terminus configures."""
-    for (_, sid), svc in cp.state.tables["services"].items():
-        if sid == node_id and svc.get("Kind") in ("connect-proxy", "terminating-gateway"):
+    for key in sorted(cp.state.services_by_id.get(node_id, ())):
+        svc = cp.state.tables["services"][key]
+        if svc.get("Kind") in ("connect-proxy", "terminating-gateway"):
             return svc
     return None
 

@@ -281,7 +281,7 @@ class CatalogService:
     def service_by_id(self, caller: Caller, service_id: str) -> dict[str, Any]:
         """The agent's own registration first, then any node's (proxies registered through
         the catalog are configured too)."""
-        keys = [(self.node_name, service_id)] + sorted(k for k in self.state.tables["services"] if k[1] == service_id)
+        keys = [(self.node_name, service_id)] + sorted(self.state.services_by_id.get(service_id, ()))
         for key in keys:
             svc = self.state.get("services", key)
             if svc is not None:

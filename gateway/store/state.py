@@ -29,6 +29,7 @@ class State:
     # what a blocking query on that table waits on and returns as X-Consul-Index.
     table_index: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     services_by_name: dict[str, set[Key]] = field(default_factory=lambda: defaultdict(set))
+    services_by_id: dict[str, set[Key]] = field(default_factory=lambda: defaultdict(set))
     config_by_kind: dict[str, dict[Key, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))
     token_by_hash: dict[str, str] = field(default_factory=dict)
     policy_by_name: dict[str, str] = field(default_factory=dict)
@@ -59,11 +60,13 @@ class State:
     def _reindex(self, table: str, key: Key, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         if table == "services":
             if old is not None:
-                self.services_by_name[old["Service"]].discard(key)
-                if not self.services_by_name[old["Service"]]:
-                    del self.services_by_name[old["Service"]]
+                for index, field_value in ((self.services_by_name, old["Service"]), (self.services_by_id, key[1])):
+                    index[field_value].discard(key)
+                    if not index[field_value]:
+                        del index[field_value]
             if new is not None:
                 self.services_by_name[new["Service"]].add(key)
+                self.services_by_id[key[1]].add(key)
         elif table == "config":
             if new is None:
                 self.config_by_kind[key[0]].pop(key, None)
