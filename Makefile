@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/terminus server --dev
+	$(VENV)/bin/terminus demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

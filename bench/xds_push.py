@@ -63,12 +63,9 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from xds.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET  # noqa: E402
+
 _PREFIX = "type.googleapis.com/"
-LISTENER = _PREFIX + "envoy.config.listener.v3.Listener"
-ROUTE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
-CLUSTER = _PREFIX + "envoy.config.cluster.v3.Cluster"
-ENDPOINT = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
-SECRET = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
 HCM = _PREFIX + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 DOWNSTREAM_TLS = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 UPSTREAM_TLS = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"

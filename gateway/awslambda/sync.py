@@ -28,12 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from gateway.awslambda.config import META_ARN, META_ENABLED, META_INVOCATION, META_PASSTHROUGH, META_PREFIX, META_REGION
+
 __all__ = [
     "LambdaService", "SyncPlan", "apply_sync", "list_lambda_functions", "plan_sync",
     "read_registered", "service_defaults_meta",
 ]
 
-TAG_PREFIX = "serverless.consul.hashicorp.com/v1alpha1/lambda/"
+TAG_PREFIX = META_PREFIX  # the registrator's function tags use the same names as the Meta keys
 ENABLED_TAG = TAG_PREFIX + "enabled"
 PAYLOAD_PASSTHROUGH_TAG = TAG_PREFIX + "payload-passthrough"
 INVOCATION_MODE_TAG = TAG_PREFIX + "invocation-mode"
@@ -43,12 +45,9 @@ PARTITION_TAG = TAG_PREFIX + "partition"
 ALIASES_TAG = TAG_PREFIX + "aliases"
 ALIAS_SEPARATOR = "+"  # `,` is not allowed in AWS tag values
 
-META_PREFIX = "serverless.consul.hashicorp.com/v1alpha1/lambda/"
-META_ENABLED = META_PREFIX + "enabled"
-META_ARN = META_PREFIX + "arn"
-META_REGION = META_PREFIX + "region"
-META_PAYLOAD_PASSTHROUGH = META_PREFIX + "payload-passthrough"
-META_INVOCATION_MODE = META_PREFIX + "invocation-mode"
+# the service-defaults Meta keys are defined once, with their parser (config.py)
+META_PAYLOAD_PASSTHROUGH = META_PASSTHROUGH
+META_INVOCATION_MODE = META_INVOCATION
 LAMBDA_META_KEYS = (META_ENABLED, META_ARN, META_REGION, META_PAYLOAD_PASSTHROUGH, META_INVOCATION_MODE)
 
 MANAGED_TAG = "managed-by-lambda-registrator"  # the registrator's catalog tag

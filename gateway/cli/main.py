@@ -111,5 +111,24 @@ def server(
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@app.command()
+@one_line_errors
+def demo(
+    http_port: Annotated[int, typer.Option("--http-port")] = 8500,
+    grpc_port: Annotated[int, typer.Option("--grpc-port")] = 8502,
+    upstream_port: Annotated[int, typer.Option("--upstream-port", help="Where `api` reaches the function.")] = 2345,
+    base_port: Annotated[int, typer.Option("--base-port", help="First of the other ports (sidecar, gateways, Lambda, admin).")] = 0,
+    keep_logs: Annotated[bool, typer.Option("--keep-logs")] = False,
+) -> None:
+    """Run the whole local stack (what `make run` starts): server, local Lambda, Envoy and native
+    terminating gateways, and an `api` sidecar whose upstream listens on localhost:2345."""
+    from gateway.demo.stack import Ports, run
+
+    ports = Ports(http=http_port, grpc=grpc_port, upstream=upstream_port)
+    if base_port:
+        ports.sidecar, ports.envoy_gateway, ports.native_gateway, ports.lambda_, ports.admin_sidecar, ports.admin_gateway, ports.metrics = range(base_port, base_port + 7)
+    run(ports, keep=keep_logs)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

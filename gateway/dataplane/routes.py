@@ -50,7 +50,8 @@ def lambda_target_from_meta(meta: Mapping[str, str], env: Mapping[str, str] | No
     if meta.get(LAMBDA_META_PREFIX + "enabled") != "true":
         return None
     arn = meta.get(LAMBDA_META_PREFIX + "arn")
-    region = meta.get(LAMBDA_META_PREFIX + "region")
+    # as gateway/awslambda/config.py and Envoy's path do: the region may come from the ARN
+    region = meta.get(LAMBDA_META_PREFIX + "region") or region_from_arn(arn or "")
     if not arn or not region:
         return None
     return LambdaTarget(
