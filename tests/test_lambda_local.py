@@ -372,22 +372,19 @@ def test_slow_handlers_do_not_block_the_loop(lam: LocalLambda) -> None:
     results: list[Any] = []
 
     def call() -> None:
-        r = client(lam).invoke(FunctionName="slow", Payload=b'{"sleep": 0.6}')
+        r = client(lam).invoke(FunctionName="slow", Payload=b'{"sleep": 2.0}')
         results.append(json.loads(r["Payload"].read()))
 
     threads = [threading.Thread(target=call) for _ in range(4)]
-    start = time.monotonic()
     for t in threads:
         t.start()
     time.sleep(0.2)
-    probe = time.monotonic()
-    counters(lam)  # answered while four handlers sleep
-    assert time.monotonic() - probe < 0.3
+    counters(lam)  # answered while four handlers are still sleeping...
+    assert len(results) == 0  # ...which the order of events shows, with no timing threshold
     for t in threads:
         t.join(10)
     assert len(results) == 4
-    assert time.monotonic() - start < 2.0  # 4 x 0.6 s serially would be 2.4 s
-    assert len({r["thread"] for r in results}) == 4
+    assert len({r["thread"] for r in results}) == 4  # they ran side by side, each on its own worker
 
 
 def test_unknown_route_and_counter_endpoint(lam: LocalLambda) -> None:

@@ -99,15 +99,26 @@ def query_string_parameters(target: str) -> dict[str, str]:
     return out
 
 
+HOP_BY_HOP = ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te")
+
+
 def jsonize_request(method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes) -> bytes:
     """The Envoy JSON envelope for one request (``target`` = normalized path + query)."""
+    # hop-by-hop headers (and any the Connection header names) end at this hop, as in Envoy's
+    # HTTP/1 codec: the function never sees them
+    hop = set(HOP_BY_HOP)
+    for name, value in headers:
+        if name.lower() == "connection":
+            hop.update(token.strip().lower() for token in value.split(","))
     joined: dict[str, str] = {}
     for name, value in headers:
         lname = name.lower()
-        if lname.startswith(":") or lname == "host":
+        if lname.startswith(":") or lname == "host" or lname in hop:
             continue
         joined[lname] = f"{joined[lname]},{value}" if lname in joined else value
-    if is_textual(headers):
+    if not body:  # Envoy sets no body at all when there is none: never "base64 of nothing"
+        text, b64 = "", False
+    elif is_textual(headers):
         text, b64 = body.decode("utf-8", "replace"), False
     else:
         text, b64 = base64.b64encode(body).decode("ascii"), True
