@@ -298,4 +298,15 @@ def _error_detail(result: InvokeResult) -> str:
         kind = doc.get("errorType") or doc.get("Type") or doc.get("__type") or result.header("x-amzn-errortype") or ""
         msg = doc.get("errorMessage") or doc.get("message") or doc.get("Message") or ""
         return f"{kind}: {msg}"[:300].strip(": ")
+    # AWS-compatible endpoints that answer in XML (moto's IAM errors): <Code> and <Message>
+    text = result.body[:4096].decode("utf-8", "replace")
+    code, message = _xml_field(text, "Code"), _xml_field(text, "Message")
+    if code or message:
+        return f"{code}: {message}"[:300].strip(": ")
     return (result.header("x-amzn-errortype") or f"HTTP {result.status}")[:300]
+
+
+def _xml_field(text: str, tag: str) -> str:
+    start = text.find(f"<{tag}>")
+    end = text.find(f"</{tag}>", start)
+    return text[start + len(tag) + 2:end].strip() if start != -1 and end != -1 else ""
