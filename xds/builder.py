@@ -161,3 +161,32 @@ def build_snapshot(cp: ControlPlane, node_id: str) -> ProxySnapshot | None:
             tls={k: link[k] for k in ("CAFile", "CertFile", "KeyFile", "SNI") if link.get(k)},
         ))
     return ProxySnapshot(**common, linked=tuple(sorted(linked, key=lambda item: item.sni)))
+
+
+def intention_gated_upstreams(cp: ControlPlane, node_id: str) -> bool:
+    """Whether intentions decide which upstreams the proxy has at all (a Lambda upstream it may
+    invoke directly: see may_invoke_directly); then an intention change needs a full rebuild."""
+    svc = find_proxy(cp, node_id)
+    if svc is None or svc["Kind"] != "connect-proxy":
+        return False
+    dc = cp.config.datacenter
+    for up in (svc.get("Proxy") or {}).get("Upstreams") or ():
+        if (up.get("Datacenter") or dc) != dc:
+            continue
+        if lambda_target(cp, up["DestinationName"], up.get("DestinationNamespace") or "default") is not None:
+            return True
+    return False
+
+
+def refresh_intentions(cp: ControlPlane, snap: ProxySnapshot) -> ProxySnapshot:
+    """`snap` with the intentions (and default policy) as they are now: what build_snapshot
+    would return when nothing but intentions changed since `snap` was built, for a proxy
+    without intention-gated upstreams."""
+    def fresh(inbound: Inbound) -> Inbound:
+        return replace(inbound, intentions=tuple(cp.engine.for_destination(inbound.service)))
+
+    return replace(
+        snap, default_allow=cp.engine.default_allow,
+        inbound=fresh(snap.inbound) if snap.inbound is not None else None,
+        linked=tuple(replace(ls, inbound=fresh(ls.inbound)) for ls in snap.linked),
+    )

@@ -62,6 +62,7 @@ WILDCARD_TYPES: frozenset[str] = frozenset({LISTENER, CLUSTER})
 
 _HASH_LEN = 16
 _MAX_NACKS_PER_NODE = 32
+_PACKED_MAX = 50_000  # bound of the packed-resource memo (entries keep their message alive)
 
 
 def _digest(data: bytes) -> str:
@@ -215,6 +216,12 @@ class SnapshotCache:
         self._nacks: dict[str, deque[Nack]] = {}
         self._errors: dict[str, dict[str, Nack]] = {}
         self._generation = 0
+        # (id(msg), type URL, name) -> (msg, Resource): a message object set before (by any node)
+        # is not packed and hashed again. The message is kept referenced, so its id cannot be
+        # reused while the entry lives. Messages handed to set() must not be mutated afterwards
+        # (the resource builders share memoized messages on the same terms).
+        self._packed: dict[tuple[int, str, str], tuple[Message, Resource]] = {}
+        self._packed_lock = threading.Lock()
 
     # ------------------------------------------------------------------ snapshots
 
@@ -230,9 +237,11 @@ class SnapshotCache:
         for type_url, named in resources.items():
             entries: dict[str, Resource] = {}
             for name, msg in named.items():
-                entries[name] = self._pack(type_url, name, msg)
+                entries[name] = self._pack_memo(type_url, name, msg)
             built[type_url] = entries
-        versions = {t: _type_version(e) for t, e in built.items()}
+        with self._lock:
+            prev = self._snapshots.get(node_id)
+        versions = {t: self._version_of(prev, t, e) for t, e in built.items()}
         with self._lock:
             old = self._snapshots.get(node_id)
             if old is not None and self._same(old, versions):
@@ -250,6 +259,27 @@ class SnapshotCache:
         for w in watches:
             w.notify()
         return True
+
+    def _pack_memo(self, type_url: str, name: str, msg: Message) -> Resource:
+        key = (id(msg), type_url, name)
+        hit = self._packed.get(key)
+        if hit is not None and hit[0] is msg:
+            return hit[1]
+        res = self._pack(type_url, name, msg)
+        with self._packed_lock:
+            if len(self._packed) >= _PACKED_MAX:
+                self._packed.clear()
+            self._packed[key] = (msg, res)
+        return res
+
+    @staticmethod
+    def _version_of(prev: Snapshot | None, type_url: str, entries: Mapping[str, Resource]) -> str:
+        """The type's version; the previous one when every entry is the very same Resource."""
+        if prev is not None:
+            old = prev.resources.get(type_url)
+            if old is not None and len(old) == len(entries) and all(old.get(n) is r for n, r in entries.items()):
+                return prev.versions[type_url]
+        return _type_version(entries)
 
     @staticmethod
     def _pack(type_url: str, name: str, msg: Message) -> Resource:

@@ -17,9 +17,9 @@ from typing import Any
 
 from gateway.control import ControlPlane
 from gateway.store.state import Key
-from xds.builder import build_snapshot
+from xds.builder import build_snapshot, intention_gated_upstreams, refresh_intentions
 from xds.cache import SnapshotCache
-from xds.resources import build_resources
+from xds.resources import build_resources, rebuild_intention_resources
 from xds.snapshot import ProxySnapshot
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,12 @@ class XDSControl:
         self.cache = cache
         self._lock = threading.Lock()
         self._known: dict[str, frozenset[str]] = {}  # node id -> destination services it enforces
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()  # need a full rebuild
+        self._intent_dirty: set[str] = set()  # only their intentions changed
         self._all_dirty = False
+        # node id -> (snapshot, resources as set, intention-gated upstreams): what an
+        # intention-only change starts from. Only the worker pass touches it.
+        self._built: dict[str, tuple[ProxySnapshot, dict[str, Any], bool]] = {}
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.rebuilds = 0
@@ -56,11 +60,19 @@ class XDSControl:
         self._signal()
 
     def _rebuild(self, node_id: str) -> ProxySnapshot | None:
+        self._built.pop(node_id, None)  # a failed build leaves nothing to refresh from
         try:
             snap = build_snapshot(self.cp, node_id)
         except Exception:  # never let one proxy's bad config stop the others
             log.exception("building the snapshot of %s failed", node_id)
             return None
+        gated = False
+        if snap is not None:
+            try:
+                gated = intention_gated_upstreams(self.cp, node_id)
+            except Exception:
+                log.exception("inspecting the upstreams of %s failed", node_id)
+                gated = True
         with self._lock:
             if snap is None:
                 self._known.pop(node_id, None)
@@ -77,8 +89,30 @@ class XDSControl:
         if TEST_HOOKS:
             self._apply_test_hooks(resources)
         self.cache.set(node_id, resources)
+        self._built[node_id] = (snap, resources, gated)
         self.rebuilds += 1
         return snap
+
+    def _rebuild_intentions(self, node_id: str) -> None:
+        """Only intentions changed since the node's last full build (any other change marks a
+        full rebuild): refresh them in its snapshot and rebuild only what carries them - the
+        routes (HTTP inbound RBAC) and, for TCP inbound, the listeners. Clusters, endpoints and
+        secrets are the very objects set before, which the cache does not pack again."""
+        built = self._built.get(node_id)
+        if built is None or built[2]:
+            self._rebuild(node_id)
+            return
+        prev_snap, prev_resources, _ = built
+        try:
+            snap = refresh_intentions(self.cp, prev_snap)
+            resources = rebuild_intention_resources(snap, prev_resources)
+        except Exception:
+            log.exception("refreshing the intentions of %s failed", node_id)
+            self._rebuild(node_id)
+            return
+        self.cache.set(node_id, resources)
+        self._built[node_id] = (snap, resources, False)
+        self.rebuilds += 1
 
     def _apply_test_hooks(self, resources: dict[str, Any]) -> None:
         from gateway.identity.sni import service_sni
@@ -103,9 +137,9 @@ class XDSControl:
             if table == "config" and key and key[0] == "service-intentions":
                 name = key[3]
                 if name == "*":
-                    self._all_dirty = True
+                    self._intent_dirty.update(self._known)
                 else:
-                    self._dirty.update(n for n, targets in self._known.items() if name in targets)
+                    self._intent_dirty.update(n for n, targets in self._known.items() if name in targets)
             elif table == "system" and key and key[0] not in ("ca",):
                 return
             else:
@@ -141,13 +175,27 @@ class XDSControl:
                 except TimeoutError:
                     break
             self._wake.clear()
-            with self._lock:
-                nodes = set(self._known) if self._all_dirty else set(self._dirty) & set(self._known)
-                self._dirty.clear()
-                self._all_dirty = False
+            full, intent = self._take()
             # One worker pass for the whole batch: each proxy's snapshot is pushed as soon as it
             # is built (cache.set wakes its stream), with no event-loop round trip in between.
-            await asyncio.to_thread(self._rebuild_many, sorted(nodes))
+            await asyncio.to_thread(self._run_batch, full, intent)
+
+    def _take(self) -> tuple[list[str], list[str]]:
+        """The marked nodes, split into full rebuilds and intention-only refreshes."""
+        with self._lock:
+            known = set(self._known)
+            full = known if self._all_dirty else self._dirty & known
+            intent = (self._intent_dirty & known) - full
+            self._dirty.clear()
+            self._intent_dirty.clear()
+            self._all_dirty = False
+        return sorted(full), sorted(intent)
+
+    def _run_batch(self, full: list[str], intent: list[str] | None = None) -> None:
+        # intention-only refreshes first: cheap, and usually what an operator waits for
+        for node_id in intent or ():
+            self._rebuild_intentions(node_id)
+        self._rebuild_many(full)
 
     def _rebuild_many(self, nodes: list[str]) -> None:
         for node_id in nodes:

@@ -139,7 +139,9 @@ class Stack:
         self.spawn_envoy("envoy-api-sidecar", "--proxy-id", "api-sidecar-proxy",
                          "--admin-bind", f"127.0.0.1:{p.admin_sidecar}", "--http-addr", self.http)
         url = f"http://localhost:{p.upstream}/hello"
-        self.wait_for("a first answer through localhost", lambda: httpx.post(url, content=b'{"name": "mesh"}', timeout=3).status_code == 200)
+        # ready = both gateways answer: the sidecar round-robins, so ask several times in a row
+        self.wait_for("answers through localhost", lambda: all(
+            httpx.post(url, content=b'{"name": "mesh"}', timeout=3).status_code == 200 for _ in range(6)))
 
     def stop(self) -> None:
         for _, proc in reversed(self.procs):

@@ -1,0 +1,427 @@
+"""Data-plane throughput, CPU per request and added latency: native gateway vs Envoy, one run.
+
+    python bench/dataplane.py [--json] [--duration 10] [--connections 32] [--keep]
+
+Needs ``wrk`` on PATH (``apt-get install -y wrk``) and Envoy (as ``terminus demo`` does).
+
+The stack is ``terminus demo``'s (``gateway.demo.stack``) with a different catalog:
+
+* one local Lambda serving the demo echo function (``gateway.demo.function``), SigV4 checked;
+* two Lambda services, ``fn-envoy`` and ``fn-native``, whose service-defaults Meta carry the
+  *same* ARN, so both end in the same function. ``fn-envoy`` is linked only to the Envoy
+  terminating gateway ``lambda-gateway`` (run with ``--concurrency 2``), ``fn-native`` only to
+  the native gateway ``native-gateway`` (one process: the gateway has no SO_REUSEPORT / worker
+  mode, so "one worker per core" cannot be run; it is reported as ``native_processes: 1``);
+* a client service ``bench`` whose Envoy sidecar has two upstreams: ``fn-envoy`` on port A and
+  ``fn-native`` on port B. The sidecar originates mTLS to exactly one gateway per port.
+
+Keys:
+
+* ``rps`` - ``wrk -t2 -c<connections> -d<duration>s`` (GET /) through the sidecar to each
+  gateway in turn (after a 2 s warm-up), requests per second as wrk reports them.
+* ``cpu_us_per_req`` - utime+stime of the gateway process (all its threads) over the wrk run,
+  from ``/proc/<pid>/stat``, divided by the requests wrk completed.
+* ``added_p50_ms`` / ``added_p99_ms`` - at 100 req/s (a paced, single-connection keep-alive
+  loop), latency of a GET sent straight to the native gateway over mTLS (the ``bench``
+  leaf, SNI of ``fn-native``; no sidecar) minus the latency of a SigV4-signed Invoke sent
+  straight to the local Lambda with the payload the gateway would send. The two streams are
+  interleaved (5 ms apart) so they see the same machine state; the percentiles of each stream
+  are subtracted (p50 - p50, p99 - p99). Signing of the direct request happens before its
+  timer starts; the gateway's own signing is inside its latency, as it should be.
+* ``anchors`` - the straight-to-Lambda p50/p99 of that loop, and ``wrk`` against the local
+  Lambda alone (one replayed signed Invoke), which bounds what any gateway can reach.
+* ``cpus`` - the machine's CPU count: wrk, both Envoys, the gateway and the Python Lambda
+  all share those cores, so throughput here is a comparison, not a capacity figure.
+
+Every process started is stopped by PID at the end, also on error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+
+from gateway.awslambda.sigv4 import Credentials, Signer  # noqa: E402
+from gateway.cli.client import CLIError  # noqa: E402
+from gateway.dataplane.transform import jsonize_request  # noqa: E402
+from gateway.demo import stack as demo  # noqa: E402
+from gateway.identity.sni import service_sni  # noqa: E402
+
+RATE = 100  # requests per second for the latency loop
+LAT_SECONDS = 10
+ENVOY_CONCURRENCY = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BenchStack(demo.Stack):
+    """`terminus demo` with fn-envoy / fn-native (same ARN) and a `bench` client with two upstreams."""
+
+    def __init__(self, ports: demo.Ports, upstream_native: int, workdir: Path) -> None:
+        super().__init__(ports, workdir)
+        self.upstream_envoy = ports.upstream
+        self.upstream_native = upstream_native
+
+    def pid(self, name: str) -> int:
+        return next(proc.pid for n, proc in self.procs if n == name)
+
+    def spawn_envoy_args(self, name: str, envoy_args: list[str], *args: str) -> None:
+        out = subprocess.run([sys.executable, "-m", "gateway.cli.main", "connect", "envoy", "--bootstrap",
+                              "--grpc-addr", f"127.0.0.1:{self.ports.grpc}", *args],
+                             env=self.env, capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise CLIError(f"{name}: {out.stderr.strip()}")
+        from xds.envoy import envoy_binary
+
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen([envoy_binary(), "--config-yaml", out.stdout, "--disable-hot-restart",
+                                 "--base-id", str(os.getpid() % 10000 * 10 + len(self.procs)), "-l", "warning",
+                                 *envoy_args],
+                                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((name, proc))
+
+    def register(self) -> None:
+        p = self.ports
+        for fn in ("fn-envoy", "fn-native"):
+            self.api("PUT", "/v1/catalog/register", {"Node": "lambdas", "Address": "127.0.0.1",
+                                                      "NodeMeta": {"external-node": "true"},
+                                                      "Service": {"Service": fn, "Port": 443}})
+            self.api("PUT", "/v1/config", {"Kind": "service-defaults", "Name": fn, "Protocol": "http",
+                                           "Meta": demo.LAMBDA_META})
+            self.api("PUT", f"/v1/connect/intentions/exact?source=*&destination={fn}", {"Action": "allow"})
+        for gw, port, fn in (("lambda-gateway", p.envoy_gateway, "fn-envoy"),
+                             ("native-gateway", p.native_gateway, "fn-native")):
+            self.api("PUT", "/v1/agent/service/register", {"Name": gw, "Kind": "terminating-gateway", "Port": port,
+                                                            "Address": "127.0.0.1"})
+            self.api("PUT", "/v1/config", {"Kind": "terminating-gateway", "Name": gw, "Services": [{"Name": fn}]})
+        self.api("PUT", "/v1/agent/service/register", {
+            "Name": "bench", "Port": 9090, "Address": "127.0.0.1",
+            "Connect": {"SidecarService": {"Port": p.sidecar, "Proxy": {"Upstreams": [
+                {"DestinationName": "fn-envoy", "LocalBindPort": self.upstream_envoy},
+                {"DestinationName": "fn-native", "LocalBindPort": self.upstream_native}]}}}})
+
+    def start(self) -> None:
+        p = self.ports
+        data = self.workdir / "data"
+        self.spawn("server", "server", "--data-dir", str(data), "--http-addr", self.http,
+                   "--grpc-addr", f"127.0.0.1:{p.grpc}")
+        self.wait_for("the server", lambda: httpx.get(f"http://{self.http}/v1/status/leader", timeout=1).status_code == 200)
+        self.spawn("lambda", "lambda", "local", "--function", "authentication=gateway.demo.function:handler",
+                   "--listen", f"127.0.0.1:{p.lambda_}")
+        self.register()
+        self.spawn("native-gateway", "gateway", "--service", "native-gateway", "--listen", f"127.0.0.1:{p.native_gateway}",
+                   "--metrics-listen", f"127.0.0.1:{p.metrics}", "--data-dir", str(data))
+        self.spawn_envoy_args("envoy-gateway", ["--concurrency", str(ENVOY_CONCURRENCY)],
+                              "--gateway", "terminating", "--service", "lambda-gateway",
+                              "--admin-bind", f"127.0.0.1:{p.admin_gateway}", "--http-addr", self.http)
+        self.spawn_envoy_args("envoy-bench-sidecar", [], "--proxy-id", "bench-sidecar-proxy",
+                              "--admin-bind", f"127.0.0.1:{p.admin_sidecar}", "--http-addr", self.http)
+        for port in (self.upstream_envoy, self.upstream_native):
+            url = f"http://127.0.0.1:{port}/"
+            self.wait_for(f"a first answer through 127.0.0.1:{port}",
+                          lambda url=url: httpx.get(url, timeout=3).status_code == 200)
+
+
+# --- measurement helpers -------------------------------------------------------------------
+
+def cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+
+
+def _wrk_latency_ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
+
+
+def wrk(url: str, duration: float, connections: int, threads: int = 2, script: Path | None = None) -> dict[str, Any]:
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency", "--timeout", "5s"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=duration + 60)
+    if out.returncode != 0:
+        raise CLIError(f"wrk failed: {out.stderr.strip() or out.stdout.strip()}")
+    text = out.stdout
+    m_req = re.search(r"(\d+) requests in ([\d.]+)(\w+)", text)
+    m_rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if not m_req or not m_rps:
+        raise CLIError(f"could not parse wrk output: {text!r}")
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", text, re.M))
+    return {
+        "requests": int(m_req.group(1)),
+        "rps": float(m_rps.group(1)),
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+        "p50_ms": _wrk_latency_ms(lat.get("50", "")),
+        "p99_ms": _wrk_latency_ms(lat.get("99", "")),
+    }
+
+
+def wrk_with_cpu(url: str, pids: list[int], duration: float, connections: int) -> dict[str, Any]:
+    wrk(url, 2, connections)  # warm-up: connections, TLS sessions, caches
+    hz = os.sysconf("SC_CLK_TCK")
+    before = sum(cpu_ticks(p) for p in pids)
+    res = wrk(url, duration, connections)
+    after = sum(cpu_ticks(p) for p in pids)
+    if res["non_2xx"] or res["socket_errors"]:
+        raise CLIError(f"wrk against {url}: {res['non_2xx']} non-2xx responses, {res['socket_errors']} socket errors")
+    res["cpu_s"] = (after - before) / hz
+    res["cpu_us_per_req"] = res["cpu_s"] * 1e6 / max(res["requests"], 1)
+    return res
+
+
+class HTTPConn:
+    """One keep-alive HTTP/1.1 connection on a blocking socket (plain or TLS); Content-Length bodies."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self.buf = b""
+
+    def request(self, raw: bytes) -> int:
+        self.sock.sendall(raw)
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise CLIError("connection closed before a response")
+            self.buf += chunk
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = None
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+            elif name.strip().lower() == b"transfer-encoding":
+                raise CLIError("chunked responses are not handled by this benchmark")
+        if length is None:
+            raise CLIError("response without Content-Length")
+        while len(rest) < length:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise CLIError("connection closed mid-body")
+            rest += chunk
+        self.buf = rest[length:]
+        return status
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def latency_loop(stack: BenchStack, workdir: Path, seconds: float) -> dict[str, Any]:
+    p = stack.ports
+    http = f"http://{stack.http}"
+    leaf = httpx.get(f"{http}/v1/agent/connect/ca/leaf/bench", timeout=10).json()
+    roots = httpx.get(f"{http}/v1/agent/connect/ca/roots", timeout=10).json()
+    (workdir / "bench.crt").write_text(leaf["CertPEM"])
+    (workdir / "bench.key").write_text(leaf["PrivateKeyPEM"])
+    dc = httpx.get(f"{http}/v1/agent/self", timeout=10).json().get("Config", {}).get("Datacenter") or "dc1"
+    sni = service_sni("fn-native", None, "default", "default", dc, roots["TrustDomain"])
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                     cadata="".join(r["RootCert"] for r in roots["Roots"]))
+    ctx.check_hostname = False  # the gateway presents a SPIFFE leaf (URI SAN); the CA check stays on
+    ctx.load_cert_chain(workdir / "bench.crt", workdir / "bench.key")
+
+    tls = ctx.wrap_socket(socket.create_connection(("127.0.0.1", p.native_gateway)), server_hostname=sni)
+    native = HTTPConn(tls)
+    direct = HTTPConn(socket.create_connection(("127.0.0.1", p.lambda_)))
+    native_req = f"GET / HTTP/1.1\r\nHost: fn-native\r\nUser-Agent: terminus-bench\r\n\r\n".encode()
+
+    url = f"http://127.0.0.1:{p.lambda_}/2015-03-31/functions/{demo.ARN}/invocations"
+    host = f"127.0.0.1:{p.lambda_}"
+    payload = jsonize_request("GET", "/", [("host", "fn-native"), ("user-agent", "terminus-bench")], b"")
+    signer = Signer("lambda", "us-east-1")
+    creds = Credentials(demo.DEMO_KEY, demo.DEMO_SECRET)
+
+    def direct_req() -> bytes:
+        headers = [("Host", host), ("Content-Type", "application/json"),
+                   ("X-Amz-Invocation-Type", "RequestResponse")]
+        headers += signer.sign("POST", url, headers, payload, creds, datetime.now(UTC))
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers)
+        target = url.split(host, 1)[1]
+        return f"POST {target} HTTP/1.1\r\n{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+
+    def timed(conn: HTTPConn, raw: bytes) -> float:
+        t = time.perf_counter()
+        status = conn.request(raw)
+        dt = (time.perf_counter() - t) * 1e3
+        if status != 200:
+            raise CLIError(f"latency loop: status {status}")
+        return dt
+
+    try:
+        for _ in range(100):  # warm-up
+            timed(native, native_req)
+            timed(direct, direct_req())
+        n = int(seconds * RATE)
+        interval = 1.0 / RATE
+        lat_native: list[float] = []
+        lat_direct: list[float] = []
+        t0 = time.perf_counter() + 0.05
+        for i in range(n):
+            due = t0 + i * interval
+            while (delay := due - time.perf_counter()) > 0:
+                time.sleep(delay)
+            lat_native.append(timed(native, native_req))
+            raw = direct_req()
+            due += interval / 2
+            while (delay := due - time.perf_counter()) > 0:
+                time.sleep(delay)
+            lat_direct.append(timed(direct, raw))
+        elapsed = time.perf_counter() - t0
+    finally:
+        native.close()
+        direct.close()
+    return {
+        "n": n,
+        "achieved_rate": round(n / elapsed, 1),
+        "native_p50_ms": pct(lat_native, 50), "native_p99_ms": pct(lat_native, 99),
+        "direct_p50_ms": pct(lat_direct, 50), "direct_p99_ms": pct(lat_direct, 99),
+    }
+
+
+def lambda_alone_script(stack: BenchStack, workdir: Path) -> Path:
+    """A wrk script replaying one signed Invoke (valid for the 5-minute skew window)."""
+    p = stack.ports
+    host = f"127.0.0.1:{p.lambda_}"
+    url = f"http://{host}/2015-03-31/functions/{demo.ARN}/invocations"
+    payload = jsonize_request("GET", "/", [("host", "fn-native"), ("user-agent", "wrk")], b"")
+    headers = [("Host", host), ("Content-Type", "application/json"), ("X-Amz-Invocation-Type", "RequestResponse")]
+    headers += Signer("lambda", "us-east-1").sign("POST", url, headers, payload,
+                                                  Credentials(demo.DEMO_KEY, demo.DEMO_SECRET), datetime.now(UTC))
+    lines = ['wrk.method = "POST"', f"wrk.path = [==[{url.split(host, 1)[1]}]==]",
+             f"wrk.body = [==[{payload.decode()}]==]"]
+    lines += [f'wrk.headers[ [==[{k}]==] ] = [==[{v}]==]' for k, v in headers]
+    script = workdir / "lambda.lua"
+    script.write_text("\n".join(lines) + "\n")
+    return script
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    ports = demo.Ports(**{name: _free_port() for name in vars(demo.Ports())})
+    upstream_native = _free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="terminus-bench-dataplane-"))
+    stack = BenchStack(ports, upstream_native, workdir)
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    log = (lambda msg: print(f"==> {msg}", file=sys.stderr, flush=True))
+    try:
+        log("starting server, local Lambda, Envoy gateway (--concurrency 2), native gateway, bench sidecar")
+        stack.start()
+        d, c = args.duration, args.connections
+        log(f"wrk -> local Lambda alone ({d:g}s)")
+        lam = wrk(f"http://127.0.0.1:{ports.lambda_}", d, c, script=lambda_alone_script(stack, workdir))
+        if lam["non_2xx"] or lam["socket_errors"]:
+            raise CLIError(f"wrk against the local Lambda: {lam['non_2xx']} non-2xx, {lam['socket_errors']} socket errors")
+        log(f"wrk -> sidecar -> Envoy gateway ({d:g}s)")
+        env_res = wrk_with_cpu(f"http://127.0.0.1:{stack.upstream_envoy}/", [stack.pid("envoy-gateway")], d, c)
+        log(f"wrk -> sidecar -> native gateway ({d:g}s)")
+        nat_res = wrk_with_cpu(f"http://127.0.0.1:{stack.upstream_native}/", [stack.pid("native-gateway")], d, c)
+        log(f"latency at {RATE} req/s: native gateway (mTLS, no sidecar) vs signed Invoke straight to Lambda")
+        lat = latency_loop(stack, workdir, args.latency_seconds)
+    finally:
+        stack.stop()
+        if args.keep:
+            log(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    r2 = lambda x: round(x, 2)  # noqa: E731
+    r3 = lambda x: round(x, 3)  # noqa: E731
+    cpu_ratio = nat_res["cpu_us_per_req"] / env_res["cpu_us_per_req"]
+    added_p50 = lat["native_p50_ms"] - lat["direct_p50_ms"]
+    added_p99 = lat["native_p99_ms"] - lat["direct_p99_ms"]
+    return {
+        "rps": {"native": r2(nat_res["rps"]), "envoy": r2(env_res["rps"])},
+        "cpu_us_per_req": {"native": r2(nat_res["cpu_us_per_req"]), "envoy": r2(env_res["cpu_us_per_req"])},
+        "added_p50_ms": r3(added_p50),
+        "added_p99_ms": r3(added_p99),
+        "targets": {
+            "cpu_ratio_native_over_envoy": r2(cpu_ratio), "cpu_ok": cpu_ratio <= 1.5,
+            "rps_ok": nat_res["rps"] >= env_res["rps"],
+            "added_p50_ok": added_p50 <= 1.0, "added_p99_ok": added_p99 <= 5.0,
+        },
+        "anchors": {
+            "direct_lambda_p50_ms": r3(lat["direct_p50_ms"]), "direct_lambda_p99_ms": r3(lat["direct_p99_ms"]),
+            "native_gateway_p50_ms": r3(lat["native_p50_ms"]), "native_gateway_p99_ms": r3(lat["native_p99_ms"]),
+            "lambda_alone_rps": r2(lam["rps"]),
+        },
+        "under_load_latency_ms": {
+            "native": {"p50": r2(nat_res["p50_ms"]), "p99": r2(nat_res["p99_ms"])},
+            "envoy": {"p50": r2(env_res["p50_ms"]), "p99": r2(env_res["p99_ms"])},
+            "lambda_alone": {"p50": r2(lam["p50_ms"]), "p99": r2(lam["p99_ms"])},
+        },
+        "requests": {"native": nat_res["requests"], "envoy": env_res["requests"], "lambda_alone": lam["requests"],
+                     "latency_loop_each": lat["n"]},
+        "latency_loop_rate": lat["achieved_rate"],
+        "envoy_concurrency": ENVOY_CONCURRENCY,
+        "native_processes": 1,
+        "note": ("native gateway runs as one asyncio process: it has no SO_REUSEPORT/worker mode, so "
+                 "'one worker per core' is not measured; wrk, the client sidecar Envoy, both gateways and the "
+                 "Python local Lambda share the same cores, so rps compares gateways, it is not capacity"),
+        "wrk": f"-t2 -c{args.connections} -d{args.duration:g}s through the bench sidecar",
+        "cpus": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
+    ap.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    ap.add_argument("--latency-seconds", type=float, default=LAT_SECONDS,
+                    help=f"seconds of the {RATE} req/s latency loop (default {LAT_SECONDS})")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/dataplane.py needs wrk on PATH: install it (e.g. `apt-get install -y wrk`)")
+    try:
+        result = run(args)
+    except CLIError as exc:
+        sys.exit(f"bench/dataplane.py: {exc}")
+    except KeyboardInterrupt:
+        sys.exit("bench/dataplane.py: interrupted")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {json.dumps(value)}")
+
+
+if __name__ == "__main__":
+    main()
