@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,8 +35,13 @@ async def _tick_xds(control: object) -> None:
         control.tick()  # type: ignore[attr-defined]
 
 
-def create_app(cp: ControlPlane, xds_addr: str | None = None, xds_tls: object | None = None) -> FastAPI:
-    """The HTTP API; with xds_addr, the xDS server runs on the same event loop."""
+def create_app(
+    cp: ControlPlane, xds_addr: str | None = None, xds_tls: object | None = None,
+    on_shutdown: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The HTTP API; with xds_addr, the xDS server runs on the same event loop. on_shutdown runs
+    when the server stops, also on SIGTERM (after which uvicorn re-raises the signal, so code
+    after uvicorn.run never runs)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +64,8 @@ def create_app(cp: ControlPlane, xds_addr: str | None = None, xds_tls: object | 
             task.cancel()
         if grpc_server is not None:
             await grpc_server.stop(1)
+        if on_shutdown is not None:
+            on_shutdown()
 
     app = FastAPI(
         title="terminus",

@@ -103,12 +103,16 @@ def server(
     print(f"    ACLs: {'enabled, default policy ' + cfg.acl_default_policy if cfg.acl_enabled else 'disabled'}")
     print(f"    Try:  terminus intention create --deny --http-addr {host}:{port} web db && "
           f"terminus intention check --http-addr {host}:{port} web db", flush=True)
-    try:
-        uvicorn.run(create_app(cp, xds_addr=f"{ghost}:{gport}", xds_tls=xds_tls), host=host, port=port, log_level="warning", loop="auto")
-    finally:
+    def cleanup() -> None:
         cp.close()
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+    try:
+        uvicorn.run(create_app(cp, xds_addr=f"{ghost}:{gport}", xds_tls=xds_tls, on_shutdown=cleanup),
+                    host=host, port=port, log_level="warning", loop="auto")
+    finally:
+        cleanup()  # when uvicorn returns normally; idempotent
 
 
 @app.command()
