@@ -1,6 +1,8 @@
 """Lambda Invoke over a pooled async HTTP client, signed with SigV4.
 
-* one ``httpx.AsyncClient`` (connection pool, keep-alive, timeouts) for every function;
+* one lean HTTP/1.1 keep-alive pool (``gateway.dataplane.http1``, h11 on asyncio streams)
+  for every function; an ``httpx.AsyncClient`` (``LambdaClient.http``) serves plain HTTP
+  upstreams, and the Lambda calls too when a custom httpx ``transport`` is given;
 * credentials never fetched on the request path: a provider resolves them (boto3's
   default chain runs in a worker thread) and refreshes them in the background before
   they expire; a request only reads the cached frozen value;
@@ -28,6 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from gateway.awslambda.sigv4 import Credentials, Signer
+from gateway.dataplane import http1
 
 __all__ = [
     "Boto3CredentialProvider",
@@ -236,6 +239,13 @@ class LambdaClient:
             follow_redirects=False,
             trust_env=False,
         )
+        # The Lambda path: same limits and timeouts, same default headers as the httpx client.
+        self._transport = transport
+        self._pool = http1.HTTP1Pool(
+            timeout=timeout, connect_timeout=connect_timeout, max_connections=max_connections,
+            max_keepalive=64, keepalive_expiry=30.0,
+            default_headers=[(n.encode("ascii"), v.encode("ascii")) for n, v in self._client.headers.items()],
+        )
         self._signers: dict[str, Signer] = {}
 
     @property
@@ -265,27 +275,46 @@ class LambdaClient:
         except Exception as exc:  # noqa: BLE001
             return InvokeResult(InvokeOutcome.UNREACHABLE, detail=f"no AWS credentials: {exc}")
         headers += self._signer(target.region).sign("POST", url, headers, payload, creds, datetime.now(UTC))
+        if self._transport is not None:
+            return await self._invoke_httpx(url, headers, payload)
+        try:
+            resp = await self._pool.request(b"POST", url, [(n.encode("latin-1"), v.encode("latin-1"))
+                                                           for n, v in headers], payload)
+        except http1.HTTPTimeout as exc:
+            return InvokeResult(InvokeOutcome.TIMEOUT, detail=f"{type(exc).__name__}")
+        except http1.HTTPError as exc:
+            return InvokeResult(InvokeOutcome.UNREACHABLE, detail=f"{type(exc).__name__}: {exc}")
+        return _classify(InvokeResult(InvokeOutcome.OK, resp.status, resp.headers, resp.body))
+
+    async def _invoke_httpx(self, url: str, headers: list[tuple[str, str]], payload: bytes) -> InvokeResult:
         try:
             resp = await self._client.post(url, content=payload, headers=headers)
         except httpx.TimeoutException as exc:
             return InvokeResult(InvokeOutcome.TIMEOUT, detail=f"{type(exc).__name__}")
         except httpx.HTTPError as exc:
             return InvokeResult(InvokeOutcome.UNREACHABLE, detail=f"{type(exc).__name__}: {exc}")
-        result = InvokeResult(InvokeOutcome.OK, resp.status_code, list(resp.headers.multi_items()), resp.content)
-        if resp.status_code == 429:
-            result.outcome = InvokeOutcome.THROTTLED
-        elif resp.status_code >= 500:
-            result.outcome = InvokeOutcome.SERVER_ERROR
-        elif resp.status_code >= 300:
-            result.outcome = InvokeOutcome.CLIENT_ERROR
-        elif result.header("x-amz-function-error") is not None:
-            result.outcome = InvokeOutcome.FUNCTION_ERROR
-        if result.outcome is not InvokeOutcome.OK:
-            result.detail = _error_detail(result)
-        return result
+        return _classify(InvokeResult(InvokeOutcome.OK, resp.status_code, list(resp.headers.multi_items()),
+                                      resp.content))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        try:
+            await self._pool.aclose()
+        finally:
+            await self._client.aclose()
+
+
+def _classify(result: InvokeResult) -> InvokeResult:
+    if result.status == 429:
+        result.outcome = InvokeOutcome.THROTTLED
+    elif result.status >= 500:
+        result.outcome = InvokeOutcome.SERVER_ERROR
+    elif result.status >= 300:
+        result.outcome = InvokeOutcome.CLIENT_ERROR
+    elif result.header("x-amz-function-error") is not None:
+        result.outcome = InvokeOutcome.FUNCTION_ERROR
+    if result.outcome is not InvokeOutcome.OK:
+        result.detail = _error_detail(result)
+    return result
 
 
 def _error_detail(result: InvokeResult) -> str:
