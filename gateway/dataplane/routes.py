@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
+from gateway.awslambda.config import lambda_config
 from gateway.dataplane.lambda_client import HTTPUpstream, LambdaTarget, lambda_endpoint, region_from_arn
 from gateway.identity.sni import service_sni
 from gateway.intentions.engine import ServiceName
@@ -46,7 +47,8 @@ class Routes:
 
 
 def lambda_target_from_meta(meta: Mapping[str, str], env: Mapping[str, str] | None = None) -> LambdaTarget | None:
-    """Consul 1.12-1.14 serverless-plugin Meta keys (consul-semantics.md §4.1)."""
+    """A target straight from Consul's Meta keys, without validation (for callers holding only
+    Meta). Stored entries are read through gateway/awslambda/config.py instead."""
     if meta.get(LAMBDA_META_PREFIX + "enabled") != "true":
         return None
     arn = meta.get(LAMBDA_META_PREFIX + "arn")
@@ -63,20 +65,14 @@ def lambda_target_from_meta(meta: Mapping[str, str], env: Mapping[str, str] | No
     )
 
 
-def _lambda_target_from_extensions(exts: Any, env: Mapping[str, str] | None) -> LambdaTarget | None:
-    """Consul 1.15+ ``EnvoyExtensions: [{Name: builtin/aws/lambda, Arguments: {ARN, ...}}]``."""
-    for ext in exts or ():
-        if not isinstance(ext, Mapping) or ext.get("Name") != "builtin/aws/lambda":
-            continue
-        args = ext.get("Arguments") or {}
-        arn = args.get("ARN")
-        region = region_from_arn(arn or "") or args.get("Region")
-        if not arn or not region:
-            return None
-        mode = str(args.get("InvocationMode") or "").lower()
-        return LambdaTarget(arn, region, lambda_endpoint(region, env), bool(args.get("PayloadPassthrough")),
-                            mode == "asynchronous")
-    return None
+def _lambda_target(defaults: Mapping[str, Any], env: Mapping[str, str]) -> LambdaTarget | None:
+    """The service-defaults entry's Lambda config, read by the same parser that validates it
+    on write and builds Envoy's aws_lambda config (gateway/awslambda/config.py)."""
+    cfg = lambda_config(defaults)
+    if cfg is None:
+        return None
+    return LambdaTarget(cfg.arn, cfg.region, lambda_endpoint(cfg.region, env), cfg.payload_passthrough,
+                        cfg.invocation_mode == "ASYNCHRONOUS")
 
 
 def _http_upstream(cp: ControlPlane, name: str) -> HTTPUpstream | None:
@@ -105,9 +101,7 @@ def routes_from_control_plane(
         sni = service_sni(name, None, ns, ap, dc, td)
         leaf = cp.ca.leaf(name, ns, ap)
         defaults = cp.state.config_entry("service-defaults", name, ns, ap) or {}
-        target: Target | None = lambda_target_from_meta(defaults.get("Meta") or {}, env)
-        if target is None:
-            target = _lambda_target_from_extensions(defaults.get("EnvoyExtensions"), env)
+        target: Target | None = _lambda_target(defaults, env)
         if target is None:
             target = _http_upstream(cp, name)
         out[sni] = Route(sni, ServiceName(name, ns, ap), leaf.cert_pem, leaf.key_pem, target)
