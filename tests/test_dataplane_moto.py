@@ -32,6 +32,7 @@ from gateway.identity.spiffe import ServiceID
 from gateway.identity.verify import TrustBundle, Verifier
 from gateway.intentions.engine import IntentionEngine, ServiceName
 from tests.test_dataplane import Client, _client_ctx
+from tests.support.moto import set_auth_counter, threaded_moto
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -54,22 +55,10 @@ class Moto:
     key: Credentials  # the IAM user's real access key
 
 
-def _auth_counter(endpoint: str, value: bytes) -> None:
-    r = httpx.post(f"{endpoint}/moto-api/reset-auth", content=value, headers={"Content-Type": "text/plain"}, timeout=10)
-    assert r.status_code == 200, r.text
-
-
 @pytest.fixture(scope="module")
 def moto() -> Iterator[Moto]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    try:
-        httpx.post(f"{endpoint}/moto-api/config", json={"lambda": {"use_docker": False}}, timeout=10).raise_for_status()
-        _auth_counter(endpoint, b"4")  # four unauthenticated calls to bootstrap IAM, then SigV4 on everything
+    with threaded_moto() as endpoint:
+        set_auth_counter(endpoint, b"4")  # four unauthenticated calls to bootstrap IAM, then SigV4 on everything
         iam = boto3.client("iam", endpoint_url=endpoint, region_name=REGION,
                            aws_access_key_id="AKIAIOSFODNN7EXAMPLE", aws_secret_access_key="bootstrap")
         iam.create_user(UserName="gw")
@@ -97,11 +86,6 @@ def moto() -> Iterator[Moto]:
         with pytest.raises(Exception, match="InvalidClientTokenId|403"):
             boot.invoke(FunctionName=FUNCTION, Payload=b"{}")
         yield Moto(endpoint, creds)
-    finally:
-        # process-global: turn auth back off and clear the backends for other tests
-        _auth_counter(endpoint, b"inf")
-        httpx.post(f"{endpoint}/moto-api/reset", timeout=10)
-        server.stop()
 
 
 # ------------------------------------------------------------------------------------ gateway

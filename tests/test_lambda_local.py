@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 
 from gateway.awslambda.local import LocalLambda, run_in_thread
 from gateway.awslambda.sigv4 import UNSIGNED_HEADERS, Credentials, Signer
+from tests.support.moto import set_auth_counter, threaded_moto
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -435,26 +436,13 @@ async def test_async_start_stop_and_loopback_only(handlers: Any) -> None:
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    try:
-        httpx.post(f"{endpoint}/moto-api/config", json={"lambda": {"use_docker": False}}).raise_for_status()
+    with threaded_moto() as endpoint:
         yield endpoint
-    finally:
-        # moto's auth switch is process-global: turn it back off and clear state for other tests.
-        httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"inf", headers={"Content-Type": "text/plain"})
-        httpx.post(f"{endpoint}/moto-api/reset")
-        server.stop()
 
 
 def test_moto_iam_auth_accepts_terminus_signatures(moto_endpoint: str) -> None:
     ep = moto_endpoint
-    r = httpx.post(f"{ep}/moto-api/reset-auth", content=b"3", headers={"Content-Type": "text/plain"})
-    assert r.status_code == 200, r.text
+    set_auth_counter(ep, b"3")
     iam = boto3.client("iam", endpoint_url=ep, region_name=REGION,
                        aws_access_key_id="AKIAIOSFODNN7EXAMPLE", aws_secret_access_key="bootstrap")
     iam.create_user(UserName="gw")

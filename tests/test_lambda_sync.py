@@ -30,6 +30,7 @@ from gateway.awslambda.sync import (
     service_defaults_meta,
 )
 from tests.conftest import ROOT, free_port
+from tests.support.moto import threaded_moto
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -44,15 +45,8 @@ def arn(name: str, region: str = REGION) -> str:
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    srv.start()
-    try:
-        host, port = srv.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        srv.stop()
+    with threaded_moto() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
