@@ -257,7 +257,7 @@ def latency_loop(stack: BenchStack, workdir: Path, seconds: float) -> dict[str, 
     tls = ctx.wrap_socket(socket.create_connection(("127.0.0.1", p.native_gateway)), server_hostname=sni)
     native = HTTPConn(tls)
     direct = HTTPConn(socket.create_connection(("127.0.0.1", p.lambda_)))
-    native_req = f"GET / HTTP/1.1\r\nHost: fn-native\r\nUser-Agent: terminus-bench\r\n\r\n".encode()
+    native_req = "GET / HTTP/1.1\r\nHost: fn-native\r\nUser-Agent: terminus-bench\r\n\r\n".encode()
 
     url = f"http://127.0.0.1:{p.lambda_}/2015-03-31/functions/{demo.ARN}/invocations"
     host = f"127.0.0.1:{p.lambda_}"

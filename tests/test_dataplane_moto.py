@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 
 from gateway.awslambda.sigv4 import Credentials

@@ -302,7 +302,7 @@ def test_parse_service_sni_round_trip(service: str, subset: str | None, namespac
         f"api.default.default.peer1.external.{TD}",  # peered
         f"server.dc1.peering.{TD}",
         f"destination.10-0-0-1-443.ext.default.dc1.internal.{TD}",  # 3 labels before ns
-        f"api.default.dc1.internal.other.consul",  # other trust domain
+        "api.default.dc1.internal.other.consul",  # other trust domain
         f"api.default.dc1.internal.x{TD}",  # suffix must be a whole label
         f"api.default.dc1.internal.{TD.upper()}",  # exact match, no case folding
         f"api.default.default.dc1.internal-v1.{TD}",  # Consul never spells out default

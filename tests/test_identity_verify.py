@@ -15,7 +15,6 @@ from OpenSSL import crypto
 from gateway.identity.spiffe import InvalidSpiffeID, ServiceID, SpiffeID
 from gateway.identity.verify import MAX_CHAIN_LENGTH, TrustBundle, VerificationError, Verifier
 from tests.support.pki import (
-    CA_KEY_USAGE,
     LEAF_KEY_USAGE,
     NOW,
     Cert,

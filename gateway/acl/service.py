@@ -7,7 +7,6 @@ token's SecretID is returned once, when it is created, and never again.
 from __future__ import annotations
 
 import re
-import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any

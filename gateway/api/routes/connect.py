@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.acl.authorizer import permission_denied_message
-from gateway.api.http import blocking, caller, consul_json, control, json_object, parse_duration, parse_index, run, text
+from gateway.api.http import blocking, caller, consul_json, control, json_object, parse_duration, parse_index, run
 from gateway.errors import InvalidInput, PermissionDenied
 from gateway.identity.spiffe import InvalidSpiffeID, ServiceID, parse_consul_id
 from gateway.intentions.engine import ServiceName
