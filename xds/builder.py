@@ -50,10 +50,9 @@ def _address(cp: ControlPlane, svc: dict[str, Any]) -> str:
 
 def _healthy(cp: ControlPlane, svc: dict[str, Any]) -> bool:
     """Consul: any critical check (node or service) makes an endpoint unhealthy."""
-    for (node, _), chk in cp.state.tables["checks"].items():
-        if node == svc["Node"] and chk.get("ServiceID") in ("", svc["ID"]) and chk["Status"] == "critical":
-            return False
-    return True
+    return not any(
+        chk.get("ServiceID") in ("", svc["ID"]) and chk["Status"] == "critical" for chk in cp.state.node_checks(svc["Node"])
+    )
 
 
 def _is_ip(value: str) -> bool:

@@ -185,7 +185,7 @@ class CatalogService:
                     raise _deny(caller, "node:write", node)
                 for (n, sid) in [k for k in self.state.tables["services"] if k[0] == node]:
                     self._delete_service(txn, n, sid)
-                for key in [k for k in self.state.tables["checks"] if k[0] == node]:
+                for key in sorted(self.state.checks_by_node.get(node, ())):
                     txn.delete("checks", key)
                 txn.delete("nodes", (node,))
 
@@ -193,9 +193,9 @@ class CatalogService:
 
     def _delete_service(self, txn: Txn, node: str, service_id: str) -> None:
         txn.delete("services", (node, service_id))
-        for key, chk in list(self.state.tables["checks"].items()):
-            if key[0] == node and chk.get("ServiceID") == service_id:
-                txn.delete("checks", key)
+        for chk in self.state.node_checks(node):
+            if chk.get("ServiceID") == service_id:
+                txn.delete("checks", (node, chk["CheckID"]))
 
     def agent_register(self, caller: Caller, reg: dict[str, Any]) -> None:
         """PUT /v1/agent/service/register, including Consul's sidecar_service expansion."""
@@ -331,10 +331,7 @@ class CatalogService:
 
     def health_entry(self, svc: dict[str, Any]) -> dict[str, Any]:
         node = self.state.get("nodes", (svc["Node"],)) or {"Node": svc["Node"]}
-        checks = [
-            c for (n, _), c in sorted(self.state.tables["checks"].items())
-            if n == svc["Node"] and c.get("ServiceID") in ("", svc["ID"])
-        ]
+        checks = [c for c in self.state.node_checks(svc["Node"]) if c.get("ServiceID") in ("", svc["ID"])]
         return {"Node": node, "Service": service_json(svc), "Checks": checks}
 
     def connect_instances(self, name: str) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ class State:
     table_index: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     services_by_name: dict[str, set[Key]] = field(default_factory=lambda: defaultdict(set))
     services_by_id: dict[str, set[Key]] = field(default_factory=lambda: defaultdict(set))
+    checks_by_node: dict[str, set[Key]] = field(default_factory=lambda: defaultdict(set))
     config_by_kind: dict[str, dict[Key, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))
     token_by_hash: dict[str, str] = field(default_factory=dict)
     policy_by_name: dict[str, str] = field(default_factory=dict)
@@ -67,6 +68,13 @@ class State:
             if new is not None:
                 self.services_by_name[new["Service"]].add(key)
                 self.services_by_id[key[1]].add(key)
+        elif table == "checks":
+            if old is not None:
+                self.checks_by_node[key[0]].discard(key)
+                if not self.checks_by_node[key[0]]:
+                    del self.checks_by_node[key[0]]
+            if new is not None:
+                self.checks_by_node[key[0]].add(key)
         elif table == "config":
             if new is None:
                 self.config_by_kind[key[0]].pop(key, None)
@@ -90,6 +98,10 @@ class State:
 
     def config_entries(self, kind: str) -> Iterable[dict[str, Any]]:
         return self.config_by_kind.get(kind, {}).values()
+
+    def node_checks(self, node: str) -> list[dict[str, Any]]:
+        """A node's checks (node-level and its services'), in key order."""
+        return [self.tables["checks"][k] for k in sorted(self.checks_by_node.get(node, ()))]
 
     def services_named(self, name: str) -> list[dict[str, Any]]:
         return [self.tables["services"][k] for k in sorted(self.services_by_name.get(name, ()))]
