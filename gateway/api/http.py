@@ -86,15 +86,20 @@ def parse_index(request: Request) -> int | None:
     return max(value, 0)
 
 
+def wait_seconds(request: Request) -> float:
+    """A blocking query's ?wait= (default 5 min, at most 10), plus Consul's jitter of up to
+    wait/16 so that waiters do not wake in lockstep."""
+    raw = request.query_params.get("wait")
+    wait = min(parse_duration(raw), MAX_WAIT) if raw else DEFAULT_WAIT
+    return wait + random.uniform(0, wait / 16)
+
+
 async def blocking(request: Request, *tables: str) -> int:
     """Wait as a Consul blocking query does, then return the X-Consul-Index for these tables."""
     cp = control(request)
     min_index = parse_index(request)
     if min_index:
-        raw = request.query_params.get("wait")
-        wait = min(parse_duration(raw), MAX_WAIT) if raw else DEFAULT_WAIT
-        wait += random.uniform(0, wait / 16)  # Consul's jitter, so waiters do not wake in lockstep
-        await cp.hub.wait(lambda: cp.state.index_of(*tables), min_index, wait)
+        await cp.hub.wait(lambda: cp.state.index_of(*tables), min_index, wait_seconds(request))
     return cp.state.index_of(*tables)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.acl.authorizer import permission_denied_message
-from gateway.api.http import blocking, caller, consul_json, control, json_object, parse_duration, parse_index, run
+from gateway.api.http import blocking, caller, consul_json, control, json_object, parse_index, run, wait_seconds
 from gateway.errors import InvalidInput, PermissionDenied
 from gateway.identity.spiffe import InvalidSpiffeID, ServiceID, parse_consul_id
 from gateway.intentions.engine import ServiceName
@@ -64,13 +66,8 @@ async def leaf(request: Request, service: str) -> JSONResponse:
     current = await run(cp.ca.leaf, service, ns, partition)
     min_index = parse_index(request)
     if min_index and current.index <= min_index:
-        import datetime as _dt
-        import random
-
-        raw = request.query_params.get("wait")
-        wait = min(parse_duration(raw), 600.0) if raw else 300.0
-        wait += random.uniform(0, wait / 16)
-        until_renewal = (current.renew_at() - _dt.datetime.now(_dt.UTC)).total_seconds()
+        wait = wait_seconds(request)
+        until_renewal = (current.renew_at() - datetime.now(UTC)).total_seconds()
         ca_index = cp.state.index_of(CA_TABLE)
         await cp.hub.wait(lambda: cp.state.index_of(CA_TABLE), ca_index, max(0.0, min(wait, until_renewal)))
         current = await run(cp.ca.leaf, service, ns, partition)
