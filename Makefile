@@ -27,6 +27,8 @@ bench: $(STAMP)
 	$(PY) bench/api_upserts.py
 	$(PY) bench/identity.py
 	$(PY) bench/rbac_size.py
+	$(PY) bench/xds_push.py
+	$(PY) bench/dataplane.py  # needs wrk (apt-get install wrk)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
