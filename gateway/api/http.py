@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -15,12 +14,11 @@ from starlette.concurrency import run_in_threadpool
 from gateway.acl.resolver import Caller
 from gateway.api.filter import compile_filter
 from gateway.control import ControlPlane
+from gateway.duration import parse_duration
 from gateway.errors import InvalidInput
 
 T = TypeVar("T")
 DEFAULT_WAIT, MAX_WAIT = 300.0, 600.0
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def control(request: Request) -> ControlPlane:
@@ -58,21 +56,6 @@ async def json_object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidInput("Request decode failed: expected a JSON object")
     return body
-
-
-def parse_duration(text: str) -> float:
-    """Go's time.Duration syntax ("10s", "1m30s", "500ms"); a bare number means seconds."""
-    if re.fullmatch(r"\d+", text):
-        return float(text)
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise InvalidInput(f"Invalid wait time: {text!r}")
-    return total
 
 
 def parse_index(request: Request) -> int | None:

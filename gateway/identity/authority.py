@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gateway.duration import parse_duration
 from gateway.errors import InvalidInput
 from gateway.identity import ca as calib
 from gateway.identity import keys as keylib
@@ -35,8 +36,6 @@ RENEW_AT = 0.6  # of a leaf's lifetime: a fresh leaf is issued from then on (Con
 
 def parse_ttl(value: Any, field: str) -> timedelta:
     """Consul durations in CA config: "72h", "30m", "1h30m"."""
-    from gateway.api.http import parse_duration  # the one Go-duration parser
-
     try:
         seconds = parse_duration(str(value))
     except InvalidInput:
