@@ -169,6 +169,15 @@ BAD: list[Case] = [
          make_intermediate(make_intermediate(p.ca, cn="PL0", path_length=0), cn="Below PL0"), WEB
      ).chain_der(),
      False, "path_length", "path length constraint exceeded (depth 2: 'CN=PL0,O=terminus-test')"),
+    ("unknown_critical_extension",
+     lambda p: leaf(p, extra_extensions=[(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"), True)]),
+     False, "critical_extension", "unhandled critical extension (depth 0: 'CN=leaf')"),
+    ("authority_key_id_of_another_key",
+     lambda p: leaf(p, ski=False, extra_extensions=[
+         (x509.AuthorityKeyIdentifier.from_issuer_public_key(make_key("not the issuer").public_key()), False)]),  # type: ignore[arg-type]
+     False, "unknown_issuer",
+     "unable to get local issuer certificate (depth 0: 'CN=leaf'; issuer 'CN=Example Root,O=terminus-test' is "
+     "neither in the trust bundle of 'example.org' nor among the 0 presented intermediate(s))"),
     ("uri_name_constraint_violation",
      lambda p: make_leaf(
          make_intermediate(
@@ -197,6 +206,18 @@ def test_bad_certificate_matrix(pki: PKI, name: str, build: Callable[[PKI], Chai
     assert str(err) == reason
     assert err.code == code
     assert v.cache_len() == 0  # failures are never cached
+
+
+@pytest.mark.parametrize("name, build, both, code, reason", BAD, ids=[c[0] for c in BAD])
+def test_leaf_step_gives_the_full_validations_verdict(
+    pki: PKI, name: str, build: Callable[[PKI], Chain], both: bool, code: str, reason: str
+) -> None:
+    """The same matrix through a verifier that holds validated issuers for the root and the
+    intermediate: every bad leaf under them meets the leaf step first and must still get
+    OpenSSL's verdict and reason (gateway/identity/issuers.py may only accept)."""
+    v = _warmed(pki, other=both)
+    err = _reject(v, build(pki))
+    assert (err.code, err.reason) == (code, reason)
 
 
 def test_matrix_is_big_and_every_reason_is_distinct() -> None:
@@ -430,3 +451,101 @@ def test_x509_strict_option(pki: PKI) -> None:
     no_akid = make_leaf(pki.ca, WEB, ski=False).chain_der()
     assert pki.verifier().verify(no_akid).uri == WEB  # default: OpenSSL's normal (non-strict) profile
     assert _reject(strict, no_akid).code == "chain_invalid"  # strict: RFC 5280 AKID required
+
+
+# ----------------------------------------------------------------------------- leaf step
+
+
+def _warmed(pki: PKI, **kw: Any) -> Verifier:
+    """A verifier that has validated a path through the root and one through the intermediate."""
+    v = pki.verifier(**kw)
+    v.verify(make_leaf(pki.ca, svc_id("warm")).chain_der())
+    v.verify(make_leaf(pki.ica, svc_id("warm")).chain_der())
+    assert v.leaf_steps == 0
+    return v
+
+
+def test_new_leaves_under_a_validated_issuer_take_the_leaf_step(pki: PKI) -> None:
+    v = _warmed(pki)
+    full = pki.verifier(reuse_validated_issuers=False)
+    for issuer in (pki.ca, pki.ica, pki.ica):
+        chain = make_leaf(issuer, svc_id("api", ns="team-a")).chain_der()
+        assert v.verify(chain) == full.verify(chain)
+    assert v.leaf_steps == 3
+    assert full.leaf_steps == 0
+
+
+def test_leaf_step_window_is_the_paths_window(pki: PKI) -> None:
+    """The cached result ends with whatever certificate of the path expires first."""
+    short = make_intermediate(pki.ca, cn="Short CA", not_after=NOW + hours(5))
+    v = pki.verifier()
+    v.verify(make_leaf(short, svc_id("warm")).chain_der())
+    c = make_leaf(short, WEB)
+    v.verify(c.chain_der())
+    assert v.leaf_steps == 1
+    with pytest.raises(VerificationError) as ei:  # the cache entry ended with the intermediate
+        v.verify(c.chain_der(), now=NOW + hours(6))
+    assert ei.value.code == "expired" and "Short CA" in ei.value.reason
+
+
+def test_leaf_step_unit(pki: PKI) -> None:
+    from gateway.identity.issuers import cert_layout, issuer_key, leaf_step, validated_issuer
+
+    record = validated_issuer([pki.ica.cert, pki.ca.cert])
+    assert record is not None
+    c = make_leaf(pki.ica, WEB)
+    layout = cert_layout(c.der)
+    assert layout is not None and layout.issuer == pki.ica.cert.subject.public_bytes()
+    key = issuer_key(c.cert, "example.org", (pki.ica.der,), layout)
+    assert key is not None
+    window = (c.cert.not_valid_before_utc.timestamp(), c.cert.not_valid_after_utc.timestamp())
+    now = NOW.timestamp()
+    assert leaf_step(c.cert, layout, record, key[3], now, window) == (
+        max(window[0], record.window[0]), min(window[1], record.window[1])
+    )
+    assert leaf_step(c.cert, layout, record, key[3], record.window[1] + 1, window) is None  # path expired
+    assert leaf_step(c.cert, layout, record, key[3], window[1] + 1, window) is None  # leaf expired
+    forged = make_leaf(pki.ica, WEB, signing_key=make_key("forger"))
+    forged_layout = cert_layout(forged.der)
+    assert forged_layout is not None
+    assert leaf_step(forged.cert, forged_layout, record, key[3], now, window) is None
+    # what only a full validation applies: name constraints above, unmodelled leaf extensions
+    nc = make_intermediate(
+        pki.ca, name_constraints=x509.NameConstraints([x509.UniformResourceIdentifier("example.org")], None), uri_sans=[]
+    )
+    assert validated_issuer([nc.cert, pki.ca.cert]) is None
+    odd = make_leaf(pki.ica, WEB, extra_extensions=[(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.2"), b"\x05\x00"), False)])
+    odd_layout = cert_layout(odd.der)
+    assert odd_layout is not None and issuer_key(odd.cert, "example.org", (pki.ica.der,), odd_layout) is None
+
+
+def test_name_constrained_paths_are_always_validated_in_full(pki: PKI) -> None:
+    nc = make_intermediate(
+        pki.ca, name_constraints=x509.NameConstraints([x509.UniformResourceIdentifier("example.org")], None), uri_sans=[]
+    )
+    v = pki.verifier()
+    for name in ("a", "b", "c"):
+        assert v.verify(make_leaf(nc, svc_id(name)).chain_der()).uri == svc_id(name)
+    assert v.leaf_steps == 0
+
+
+def test_rsa_issuer_takes_the_leaf_step(pki: PKI) -> None:
+    rsa_root = make_ca("example.org", cn="RSA Root", key=make_key(kind="rsa"))
+    v = Verifier([TrustBundle("example.org", [rsa_root.cert])])
+    v.verify(make_leaf(rsa_root, svc_id("warm")).chain_der())
+    assert v.verify(make_leaf(rsa_root, WEB).chain_der()).uri == WEB
+    assert v.leaf_steps == 1
+    assert _reject(v, make_leaf(rsa_root, WEB, signing_key=make_key("forger", kind="rsa")).chain_der()).code == "bad_signature"
+
+
+def test_validated_issuers_go_with_the_bundles(pki: PKI) -> None:
+    v = _warmed(pki)
+    v.set_bundles([TrustBundle("example.org", [pki.rogue.cert])])
+    assert _reject(v, make_leaf(pki.ica, WEB).chain_der()).code == "unknown_issuer"
+    assert v.leaf_steps == 0
+
+
+def test_strict_profile_never_takes_the_leaf_step(pki: PKI) -> None:
+    v = _warmed(pki, x509_strict=True)
+    v.verify(make_leaf(pki.ica, WEB).chain_der())
+    assert v.leaf_steps == 0

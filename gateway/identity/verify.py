@@ -10,13 +10,15 @@ Order (as go-spiffe's ``x509svid.Verify``): cheap leaf-profile checks first, the
 bundle lookup, then the expensive signature/path validation — a junk certificate costs
 no signature operation.
 
-Cost of a miss (two-certificate P-256 chain; ``bench/identity.py``): nearly all of it is
-OpenSSL's two ECDSA verifications (leaf and intermediate signatures, ~100-130 us each on
-a small VM) plus OpenSSL's parse of the new leaf (~60 us: OpenSSL 3+ decodes the public
-key eagerly). Everything else is kept off that path: each DER is parsed once per library
-that needs it, the ``X509Store`` is built once per trust bundle, parsed intermediates are
-cached by their DER bytes, and the verified path's validity window comes from values
-already parsed rather than from re-reading each certificate.
+Cost of a miss (two-certificate P-256 chain; ``bench/identity.py``): OpenSSL's full
+validation is two ECDSA verifications (~100 us each on a small VM) plus OpenSSL 3's parse of
+the new leaf (~55 us: it decodes the public key eagerly). It runs once per new issuing path;
+after that a new leaf under the same validated issuer gets the leaf step of
+``gateway/identity/issuers.py`` (one signature, done through cryptography), which accepts
+only what OpenSSL would and hands everything else back to the full validation. Everything
+else is kept off the miss path: each DER is parsed once per library that needs it, the
+``X509Store`` is built once per trust bundle, parsed intermediates are cached by their DER
+bytes, and the verified path's validity window comes from values already parsed.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import crypto
 
+from gateway.identity.issuers import (
+    CertLayout,
+    IssuerKey,
+    ValidatedIssuer,
+    cert_layout,
+    issuer_key,
+    leaf_step,
+    validated_issuer,
+)
 from gateway.identity.spiffe import (
     ConsulID,
     InvalidSpiffeID,
@@ -60,6 +71,7 @@ CertLike = Union[bytes, bytearray, memoryview, x509.Certificate, crypto.X509]
 MAX_CHAIN_LENGTH = 10  # leaf + intermediates; real Consul chains are 1-3
 DEFAULT_CACHE_SIZE = 10_000
 DEFAULT_INTERMEDIATE_CACHE_SIZE = 256  # parsed intermediates; a mesh has a handful
+MAX_ISSUER_RECORDS = 1024  # validated issuers (gateway.identity.issuers); a mesh has a handful
 
 _UTC = timezone.utc
 _EKU_FOR = {"client": ExtendedKeyUsageOID.CLIENT_AUTH, "server": ExtendedKeyUsageOID.SERVER_AUTH}
@@ -216,7 +228,7 @@ class _State:
     pointer to its (notBefore, notAfter); the anchors stay alive through ``bundles``.
     """
 
-    __slots__ = ("bundles", "caches", "stores", "anchor_windows")
+    __slots__ = ("bundles", "caches", "stores", "anchor_windows", "issuers")
 
     def __init__(self, bundles: dict[str, TrustBundle], flags: int, previous: _State | None = None) -> None:
         self.bundles = bundles
@@ -238,6 +250,8 @@ class _State:
                         anchor_windows[ptr] = window
         self.stores = stores
         self.anchor_windows = anchor_windows
+        # issuers OpenSSL validated under these bundles (None: that path needs the full check)
+        self.issuers: dict[IssuerKey, ValidatedIssuer | None] = {}
 
 
 def _make_store(bundle: TrustBundle, flags: int, now: datetime | None = None) -> crypto.X509Store:
@@ -313,8 +327,12 @@ class Verifier:
         cache_size: int = DEFAULT_CACHE_SIZE,
         x509_strict: bool = False,
         intermediate_cache_size: int = DEFAULT_INTERMEDIATE_CACHE_SIZE,
+        reuse_validated_issuers: bool = True,
     ) -> None:
         self._cache_size = cache_size
+        # X509_STRICT adds leaf checks the leaf step does not model, so it always goes in full
+        self._reuse_issuers = reuse_validated_issuers and not x509_strict
+        self.leaf_steps = 0  # new leaves accepted under an already-validated issuer
         self._flags = crypto.X509StoreFlags.PARTIAL_CHAIN | (crypto.X509StoreFlags.X509_STRICT if x509_strict else 0)
         self._lock = threading.Lock()
         # DER -> (parsed X509, its (notBefore, notAfter) or None). Filled only by chains
@@ -417,7 +435,8 @@ class Verifier:
             leaf = x509.load_der_x509_certificate(leaf_der)
         except ValueError as e:
             raise VerificationError(f"malformed leaf certificate: {e}", "malformed") from None
-        sid, consul_id = _check_leaf(leaf, purpose, leaf_der)
+        layout = cert_layout(leaf_der)
+        sid, consul_id = _check_leaf(leaf, purpose, leaf_der, layout)
 
         bundle = state.bundles.get(sid.trust_domain)
         if bundle is None:
@@ -428,9 +447,18 @@ class Verifier:
 
         leaf_nb = leaf.not_valid_before_utc
         leaf_na = leaf.not_valid_after_utc
-        not_before, not_after = self._validate_path(
-            state, bundle, sid, ders, now, (leaf_nb.timestamp(), leaf_na.timestamp())
-        )
+        leaf_window = (leaf_nb.timestamp(), leaf_na.timestamp())
+        window = record_key = None
+        if now is None and self._reuse_issuers and layout is not None:
+            record_key = issuer_key(leaf, sid.trust_domain, ders[1:], layout)
+            issuer = None if record_key is None else state.issuers.get(record_key)
+            if issuer is not None:
+                window = leaf_step(leaf, layout, issuer, record_key[3], time.time(), leaf_window)  # type: ignore[index]
+        if window is None:
+            window = self._validate_path(state, bundle, sid, ders, now, leaf_window, record_key)
+        else:
+            self.leaf_steps += 1
+        not_before, not_after = window
         identity = VerifiedIdentity(
             spiffe_id=sid,
             consul_id=consul_id,
@@ -454,9 +482,11 @@ class Verifier:
         ders: tuple[bytes, ...],
         now: datetime | None,
         leaf_window: tuple[float, float],
+        record_key: IssuerKey | None = None,
     ) -> tuple[float, float]:
         """RFC 5280 validation by OpenSSL against ``bundle`` only; returns the verified
-        path's validity window (latest notBefore, earliest notAfter).
+        path's validity window (latest notBefore, earliest notAfter). With ``record_key``,
+        the leaf's issuer on the verified path is recorded for the next leaf's leaf step.
 
         The bundle's shared store serves ``now=None``; an explicit ``now`` gets a fresh
         store, because ``X509Store.set_time`` mutates the store and other threads may be
@@ -485,6 +515,13 @@ class Verifier:
             verified = ctx.get_verified_chain()
         except crypto.X509StoreContextError as e:
             raise _chain_error(e, state, bundle, sid, len(ders) - 1) from None
+
+        if record_key is not None and record_key not in state.issuers and len(verified) > 1:
+            record = validated_issuer([x.to_cryptography() for x in verified[1:]])
+            with self._lock:
+                state.issuers[record_key] = record
+                while len(state.issuers) > MAX_ISSUER_RECORDS:
+                    del state.issuers[next(iter(state.issuers))]
 
         if fresh and self._intermediate_cache_size > 0:
             with self._lock:
@@ -520,12 +557,14 @@ class Verifier:
         return not_before, not_after
 
 
-def _check_leaf(leaf: x509.Certificate, purpose: str, der: bytes | None = None) -> tuple[SpiffeID, ConsulID | None]:
+def _check_leaf(
+    leaf: x509.Certificate, purpose: str, der: bytes | None = None, layout: CertLayout | None = None
+) -> tuple[SpiffeID, ConsulID | None]:
     """The X509-SVID leaf profile (X509-SVID.md §4, §5.2); raises on the first violation.
 
-    ``der`` (the leaf's encoding) lets the subject/issuer checks skip building
-    ``x509.Name`` objects (~25 us) when both names are simple; see :func:`_simple_names`."""
-    names = _simple_names(der) if der is not None else None
+    ``der`` (the leaf's encoding) and its ``layout`` let the subject/issuer checks skip
+    building ``x509.Name`` objects (~25 us) when both names are simple; see :func:`_simple_names`."""
+    names = _simple_names(der, layout) if der is not None else None
     try:
         exts = leaf.extensions
     except ValueError as e:  # duplicate or undecodable extension
@@ -605,20 +644,6 @@ _OTHER_SIMPLE_OIDS = frozenset({
 })
 
 
-def _der_tlv(buf: bytes, i: int) -> tuple[int, int, int]:
-    """(tag, start, end) of the content of the DER element at ``i`` (single-byte tags)."""
-    tag = buf[i]
-    n = buf[i + 1]
-    i += 2
-    if n & 0x80:
-        k = n & 0x7F
-        if not 0 < k <= 4:
-            raise ValueError("unsupported DER length")
-        n = int.from_bytes(buf[i : i + k], "big")
-        i += k
-    return tag, i, i + n
-
-
 def _simple_name(buf: bytes, i: int, end: int) -> tuple[tuple[bytes, bytes], ...] | None:
     """The attributes of the DER Name content ``buf[i:end]`` as (OID, value) pairs, or None
     when it is not in the simple form. Only short-form lengths (attributes < 126 bytes)."""
@@ -651,33 +676,14 @@ def _simple_name(buf: bytes, i: int, end: int) -> tuple[tuple[bytes, bytes], ...
     return tuple(out) if i == end else None
 
 
-def _simple_names(der: bytes) -> tuple[tuple, tuple] | None:
+def _simple_names(der: bytes, layout: CertLayout | None) -> tuple[tuple, tuple] | None:
     """(issuer, subject) of a DER certificate as compared by ``x509.Name``, or None
     when either name is outside the simple form (then ``x509.Name`` decides)."""
+    if layout is None:
+        return None
     try:
-        tag, i, _ = _der_tlv(der, 0)  # Certificate
-        tag2, i, _ = _der_tlv(der, i)  # TBSCertificate
-        if tag != 0x30 or tag2 != 0x30:
-            return None
-        if der[i] == 0xA0:  # [0] version
-            i = _der_tlv(der, i)[2]
-        tag, _, i = _der_tlv(der, i)  # serialNumber
-        if tag != 0x02:
-            return None
-        tag, _, i = _der_tlv(der, i)  # signature AlgorithmIdentifier
-        if tag != 0x30:
-            return None
-        tag, s, e = _der_tlv(der, i)  # issuer
-        if tag != 0x30:
-            return None
-        issuer = _simple_name(der, s, e)
-        tag, _, i = _der_tlv(der, e)  # validity
-        if tag != 0x30 or issuer is None:
-            return None
-        tag, s, e = _der_tlv(der, i)  # subject
-        if tag != 0x30:
-            return None
-        subject = _simple_name(der, s, e)
+        issuer = _simple_name(der, *layout.issuer_content)
+        subject = None if issuer is None else _simple_name(der, *layout.subject_content)
     except (IndexError, ValueError):  # UnicodeDecodeError is a ValueError
         return None
     return None if subject is None else (issuer, subject)
