@@ -40,13 +40,9 @@ IssuerKey = tuple[str, tuple[bytes, ...], bytes, Union[bytes, None]]
 
 # Extensions the leaf step models. OpenSSL handles the first four when critical; it treats
 # a critical key identifier as an unhandled critical extension, so those must be non-critical.
-_MAY_BE_CRITICAL = frozenset({
-    ExtensionOID.KEY_USAGE,
-    ExtensionOID.EXTENDED_KEY_USAGE,
-    ExtensionOID.BASIC_CONSTRAINTS,
-    ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
-})
-_NON_CRITICAL_ONLY = frozenset({ExtensionOID.SUBJECT_KEY_IDENTIFIER, ExtensionOID.AUTHORITY_KEY_IDENTIFIER})
+# (By parsed class: cryptography gives unknown extensions the class UnrecognizedExtension.)
+_MAY_BE_CRITICAL = frozenset({x509.KeyUsage, x509.ExtendedKeyUsage, x509.BasicConstraints, x509.SubjectAlternativeName})
+_NON_CRITICAL_ONLY = frozenset({x509.SubjectKeyIdentifier, x509.AuthorityKeyIdentifier})
 
 # Constraints a CA above the leaf may put on it that only a full validation applies.
 _CONSTRAINING = frozenset({
@@ -141,16 +137,18 @@ def cert_layout(der: bytes) -> CertLayout | None:
 
 
 def issuer_key(leaf: x509.Certificate, trust_domain: str, intermediates: tuple[bytes, ...], layout: CertLayout) -> IssuerKey | None:
-    """The record key a leaf's issuer is found under, or None when the leaf carries an
-    extension the leaf step does not model (it then always takes the full path)."""
+    """The record key a leaf's issuer is found under, or None when the leaf carries something
+    the leaf step does not model (it then always takes the full path)."""
     akid: bytes | None = None
     for ext in leaf.extensions:
-        oid = ext.oid
-        if oid in _MAY_BE_CRITICAL:
+        kind = type(ext.value)
+        if kind in _MAY_BE_CRITICAL:
+            if kind is x509.BasicConstraints and ext.value.path_length is not None:
+                return None  # OpenSSL marks a pathLen on a non-CA invalid
             continue
-        if oid not in _NON_CRITICAL_ONLY or ext.critical:
+        if kind not in _NON_CRITICAL_ONLY or ext.critical:
             return None
-        if oid == ExtensionOID.AUTHORITY_KEY_IDENTIFIER:
+        if kind is x509.AuthorityKeyIdentifier:
             value = ext.value
             if value.authority_cert_issuer is not None or value.authority_cert_serial_number is not None:
                 return None
@@ -200,12 +198,6 @@ def leaf_step(
         return None
     if akid is not None and issuer.key_id is not None and akid != issuer.key_id:
         return None
-    try:
-        bc = leaf.extensions.get_extension_for_oid(ExtensionOID.BASIC_CONSTRAINTS).value
-        if bc.path_length is not None:  # OpenSSL marks a pathlen on a non-CA invalid
-            return None
-    except x509.ExtensionNotFound:
-        pass
     oid = leaf.signature_algorithm_oid
     key = issuer.public_key
     try:

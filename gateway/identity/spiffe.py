@@ -43,6 +43,7 @@ _SEG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123
 # Fast path for the common, valid case; fullmatch (not match + $) so "\n" cannot slip by.
 _VALID_RE = re.compile(r"spiffe://([a-z0-9._-]+)((?:/[A-Za-z0-9._-]+)*)")
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9._-]+")
+_TRUST_DOMAIN_RE = re.compile(r"[a-z0-9._-]+")
 
 
 class InvalidSpiffeID(ValueError):
@@ -77,6 +78,8 @@ class SpiffeID:
 
 
 def _trust_domain_error(td: str) -> str | None:
+    if _TRUST_DOMAIN_RE.fullmatch(td) is not None and len(td) <= MAX_TRUST_DOMAIN_LENGTH:
+        return None  # the common case, without a per-character loop (every verified leaf comes here)
     if not td:
         return "trust domain is missing"
     for c in td:
