@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -245,3 +246,65 @@ def test_blocking_query_waits_then_returns_on_timeout_and_promptly_on_write(api:
     threading.Timer(0.1, lambda: api.put("/v1/config", json={"Kind": "service-defaults", "Name": "x", "Protocol": "http"})).start()
     r = api.get("/v1/connect/intentions", params={"index": r.headers["X-Consul-Index"], "wait": "600ms"})
     assert time.monotonic() - start >= 0.6
+
+
+def test_fast_upsert_route_answers_exactly_as_the_fastapi_route(make_cp: Any, tmp_path: Any) -> None:
+    """PUT /exact is also a plain Starlette route (app.py): every answer, good or bad, and what
+    ends up stored must be what FastAPI's route for the same endpoint gives."""
+    from starlette.routing import Route
+
+    from gateway.api.app import create_app
+    from gateway.store.database import sqlite_url
+
+    mgmt = "9f6bd2a0-5d1e-4b7e-9c59-3c1b8c0f0a11"
+    cps, clients = [], []
+    for name, fast in (("fast", True), ("fastapi", False)):
+        cp = make_cp(sqlite_url(tmp_path / name), acl_enabled=True, acl_default_policy="deny",
+                     initial_management_token=mgmt)
+        app = create_app(cp)
+        fast_routes = [r for r in app.router.routes if type(r) is Route and r.path == "/v1/connect/intentions/exact"]
+        assert len(fast_routes) == 1 and fast_routes[0].methods == {"PUT"}
+        if not fast:
+            app.router.routes.remove(fast_routes[0])
+        cps.append(cp)
+        clients.append(TestClient(app).__enter__())
+    root = {"X-Consul-Token": mgmt}
+    path = "/v1/connect/intentions/exact"
+    perms = {"Permissions": [{"Action": "allow", "HTTP": {"PathPrefix": "/v1", "Methods": ["get"]}}]}
+    requests: list[tuple[str, dict[str, Any], Any, dict[str, str]]] = [
+        ("PUT", {"source": "web", "destination": "db"}, {"Action": "allow"}, root),
+        ("PUT", {"source": "web", "destination": "db"}, {"Action": "deny", "Description": "now deny"}, root),
+        ("PUT", {"source": "api", "destination": "db"}, perms, root),
+        ("PUT", {"source": "ns1/api", "destination": "db"}, {"Action": "allow"}, root),
+        ("PUT", {"source": "*", "destination": "db"}, {"Action": "deny"}, root),
+        ("PUT", {"source": "web", "destination": "*"}, perms, root),  # L7 on a wildcard destination
+        ("PUT", {"source": "w*b", "destination": "db"}, {"Action": "allow"}, root),
+        ("PUT", {"source": "a/b/c/d", "destination": "db"}, {"Action": "allow"}, root),
+        ("PUT", {"source": "web", "destination": ""}, {"Action": "allow"}, root),
+        ("PUT", {"destination": "db"}, {"Action": "allow"}, root),
+        ("PUT", {"source": ["a", "b"], "destination": "db"}, {"Action": "allow"}, root),
+        ("PUT", {"source": "web", "destination": "db"}, {"Action": "maybe"}, root),
+        ("PUT", {"source": "web", "destination": "db"}, {"ID": "0c1f3e5a-1d2b-4c3d-8e9f-0a1b2c3d4e5f"}, root),
+        ("PUT", {"source": "web", "destination": "db"}, {"Action": "allow", "Meta": {"k": "v"}}, root),
+        ("PUT", {"source": "web", "destination": "db"}, {"Action": "allow", "Permissions": "nope"}, root),
+        ("PUT", {"source": "web", "destination": "db"}, b"{not json", root),
+        ("PUT", {"source": "web", "destination": "db"}, b"", root),
+        ("PUT", {"source": "web", "destination": "db"}, b"[1, 2]", root),
+        ("PUT", {"source": "web", "destination": "db"}, {"Action": "allow"}, {}),  # anonymous: denied
+        ("PUT", {"source": "web", "destination": "db"}, {"Action": "allow"}, {"X-Consul-Token": "unknown"}),
+        ("PUT", {"source": "web", "destination": "db", "token": mgmt}, {"Action": "allow"}, {}),
+        ("PUT", {"source": "web", "destination": "db"}, {"Action": "allow"}, {"Authorization": f"Bearer {mgmt}"}),
+        ("PATCH", {"source": "web", "destination": "db"}, {"Action": "allow"}, root),  # other methods: as before
+        ("GET", {"source": "web", "destination": "db"}, None, root),
+        ("GET", {"source": "nobody", "destination": "db"}, None, root),
+        ("DELETE", {"source": "ns1/api", "destination": "db"}, None, root),
+        ("POST", {"source": "web", "destination": "db"}, {"Action": "allow"}, root),
+    ]
+    for method, params, body, headers in requests:
+        content = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        answers = [c.request(method, path, params=params, content=content, headers=headers) for c in clients]
+        fast, slow = ((a.status_code, sorted(a.headers.items()), a.content) for a in answers)
+        assert fast == slow, (method, params, body)
+    assert db_fingerprint(cps[0]) == db_fingerprint(cps[1])
+    for c in clients:
+        c.__exit__(None, None, None)

@@ -859,3 +859,97 @@ def test_remove_source() -> None:
     assert len(stored["Sources"]) == 2
     assert remove_source(stored, ("", "", "default", "default", "nope")) == stored
     assert remove_source(out, source_key({"Name": "web", "Peer": "dc2"})) is None
+
+
+# ---------------------------------------------------------------------------
+# incremental preparation (PreparedSources): same entry, same first error
+
+
+def _outcome(fn: Any) -> tuple[str, Any]:
+    try:
+        return "ok", fn()
+    except InvalidInput as exc:
+        return "error", exc.message
+
+
+def test_prepared_sources_give_the_same_entry_and_the_same_first_error() -> None:
+    """Random read-modify-writes of one entry, as the intentions API makes them: preparing
+    with the memo (sources of the last prepared entry are not re-checked one by one) must give
+    exactly what a full normalize + validate gives, including which error comes first and the
+    Sources[i] it names."""
+    import random
+
+    from gateway.configentries.service import prepare
+    from gateway.intentions.validate import PreparedSources
+
+    rng = random.Random(20240611)
+    names = [f"s{i}" for i in range(12)] + ["*"]
+    bad_sources: list[dict[str, Any]] = [
+        {"Name": "we*b", "Action": "allow"},
+        {"Name": "x", "Action": "maybe"},
+        {"Name": "x", "Action": "allow", "SamenessGroup": "sg"},
+        {"Name": "x", "Action": "allow", "Peer": "p*"},
+        {"Name": "x", "Action": "allow", "Description": "d" * 600},
+        {"Name": "x", "Action": "allow", "LegacyMeta": {"k": "v"}},
+        {"Name": "", "Action": "allow"},
+        {"Name": "x", "Permissions": [{"Action": "allow", "HTTP": {"PathExact": "no-slash"}}]},
+        {"Name": "x", "Action": "allow", "Type": "other"},
+    ]
+
+    def random_source() -> dict[str, Any]:
+        roll = rng.random()
+        if roll < 0.15:
+            return copy.deepcopy(rng.choice(bad_sources))
+        src: dict[str, Any] = {"Name": rng.choice(names)}
+        if rng.random() < 0.3:
+            src["Namespace"] = rng.choice(["", "default", "ns1", "*"])
+        if rng.random() < 0.1:
+            src["Peer"] = "peer1"
+        if rng.random() < 0.2:
+            src["Permissions"] = [{"Action": "deny", "HTTP": {"PathPrefix": "/a", "Methods": ["get", "POST"]}}]
+        else:
+            src["Action"] = rng.choice(["allow", "deny"])
+        return src
+
+    memo = PreparedSources()
+    for dest in ("db", "*"):
+        stored: dict[str, Any] | None = None
+        for step in range(300):
+            if stored is None or rng.random() < 0.6:
+                candidate = upsert_source(stored, dest, "default", "default", random_source())
+            elif rng.random() < 0.5 and stored.get("Sources"):  # a stored source twice
+                twin = rng.choice(stored["Sources"])
+                if rng.random() < 0.7:  # spelled differently, else the very same object
+                    twin = dict(twin)
+                    twin.pop("Precedence", None)
+                    if twin.get("Namespace") == "default" and rng.random() < 0.5:
+                        del twin["Namespace"]
+                sources = list(stored["Sources"])
+                sources.insert(rng.randrange(len(sources) + 1), twin)
+                candidate = {**stored, "Sources": sources}
+            else:
+                candidate = remove_source(stored, source_key(rng.choice(stored["Sources"]), "default", "default")) or stored
+            with_memo = _outcome(lambda: prepare(candidate, canonical=True, memo=memo))
+            without = _outcome(lambda: prepare(copy.deepcopy(candidate), canonical=True))
+            assert with_memo == without, (dest, step)
+            if with_memo[0] == "ok":
+                stored = with_memo[1]
+
+
+def test_prepared_sources_are_per_destination_and_flag() -> None:
+    """A source prepared for one destination or flag is checked in full for another."""
+    from gateway.configentries.service import prepare
+    from gateway.intentions.validate import PreparedSources
+
+    memo = PreparedSources()
+    l7 = {"Name": "web", "Permissions": [{"Action": "allow", "HTTP": {"PathPrefix": "/"}}]}
+    stored = prepare({"Kind": "service-intentions", "Name": "db", "Sources": [l7]}, canonical=True, memo=memo)
+    # the same (already prepared) source object under a wildcard destination is refused
+    wild = {"Kind": "service-intentions", "Name": "*", "Sources": list(stored["Sources"])}
+    with pytest.raises(InvalidInput, match="cannot be specified on intentions with wildcarded destinations"):
+        prepare(wild, canonical=True, memo=memo)
+    # and under the legacy flag its missing LegacyID is still reported
+    with pytest.raises(InvalidInput, match="LegacyCreateTime must be set"):
+        prepare({**stored}, legacy=True, canonical=True, memo=memo)
+    memo.forget(("service-intentions", "default", "default", "db"))
+    assert memo.get(("db", "default", "default", False)) == {}

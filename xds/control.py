@@ -136,10 +136,13 @@ class XDSControl:
         with self._lock:
             if table == "config" and key and key[0] == "service-intentions":
                 name = key[3]
+                before = len(self._intent_dirty)
                 if name == "*":
                     self._intent_dirty.update(self._known)
                 else:
                     self._intent_dirty.update(n for n, targets in self._known.items() if name in targets)
+                if len(self._intent_dirty) == before:  # no proxy enforces it, or all are marked already
+                    return
             elif table == "system" and key and key[0] not in ("ca",):
                 return
             else:

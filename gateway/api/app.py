@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from gateway import __version__
 from gateway.api.http import text
@@ -92,4 +93,11 @@ def create_app(
 
     for module in (intentions, config, catalog, acl, connect, status, xds_status):
         app.include_router(module.router)
+    # The hottest write, intention upserts, skips FastAPI's per-request route machinery: the
+    # same endpoint (it takes the Request and returns a Response, so FastAPI has no parameter
+    # to solve and no response to convert) is also a plain Starlette route, matched first. It
+    # runs inside the same middleware and exception handlers, so every answer is the same
+    # (tests/test_api_intentions.py compares the two); the FastAPI route stays for OpenAPI and
+    # for every other method on the path (those match it, not this one).
+    app.router.routes.insert(0, Route("/v1/connect/intentions/exact", intentions.put_exact, methods=["PUT"]))
     return app

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import random
 from collections.abc import Callable
+from concurrent.futures import Future as ConcurrentFuture, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from gateway.acl.resolver import Caller
 from gateway.api.filter import compile_filter
 from gateway.control import ControlPlane
 from gateway.duration import parse_duration
 from gateway.errors import InvalidInput
+from gateway.store.store import Txn
 
 T = TypeVar("T")
 DEFAULT_WAIT, MAX_WAIT = 300.0, 600.0
@@ -105,9 +108,68 @@ def apply_filter(request: Request, items: list[Any], allowed: frozenset[str] | N
     return [item for item in items if predicate(item)]
 
 
+# Threads for blocking calls (store writes wait for their fsync). Group commit needs several:
+# writers that arrive during a commit wait in Store.write and go into the next one together.
+_WORKERS = ThreadPoolExecutor(max_workers=40, thread_name_prefix="terminus-api")
+
+
 async def run(fn: Callable[..., T], *args: Any) -> T:
-    """Store writes block on disk: run them off the event loop."""
-    return await run_in_threadpool(fn, *args)
+    """Store writes block on disk: run them off the event loop, in the caller's context.
+
+    The thread reports back with one call_soon_threadsafe. (anyio's run_sync, what Starlette's
+    run_in_threadpool uses, cost about 150 µs of CPU per call against about 50 µs here, and a
+    write endpoint makes one call per request.)
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def report(done: ConcurrentFuture[T]) -> None:
+        try:
+            loop.call_soon_threadsafe(_settle, future, done)
+        except RuntimeError:  # the loop is gone (shutdown): nobody is waiting any more
+            pass
+
+    _WORKERS.submit(contextvars.copy_context().run, fn, *args).add_done_callback(report)
+    return await future
+
+
+async def write(request: Request, fn: Callable[[Txn], T]) -> T:
+    """Commit fn (a store write prepared on the event loop) and return its result once durable.
+
+    No thread of ours waits for it: the store's committer runs it in its next group commit and
+    reports back with one call_soon_threadsafe. The response is sent only after that: an
+    acknowledged write is on disk and visible to every read that follows.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def report(job: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(_settle_write, future, job)
+        except RuntimeError:  # the loop is gone (shutdown): nobody is waiting any more
+            pass
+
+    control(request).store.submit(fn, report)
+    return await future
+
+
+def _settle_write(future: asyncio.Future[Any], job: Any) -> None:
+    if future.cancelled():
+        return
+    if job.error is None:
+        future.set_result(job.result)
+    else:
+        future.set_exception(job.error)
+
+
+def _settle(future: asyncio.Future[T], done: ConcurrentFuture[T]) -> None:
+    if future.cancelled():
+        return
+    error = done.exception()
+    if error is None:
+        future.set_result(done.result())
+    else:
+        future.set_exception(error)
 
 
 def cas_param(request: Request) -> int | None:

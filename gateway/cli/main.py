@@ -109,8 +109,10 @@ def server(
             shutil.rmtree(temp_dir, ignore_errors=True)
 
     try:
+        # access_log=False: at log level warning uvicorn prints no access lines anyway, but it
+        # still formats each line's arguments unless the access log is off
         uvicorn.run(create_app(cp, xds_addr=f"{ghost}:{gport}", xds_tls=xds_tls, on_shutdown=cleanup),
-                    host=host, port=port, log_level="warning", loop="auto")
+                    host=host, port=port, log_level="warning", loop="auto", access_log=False)
     finally:
         cleanup()  # when uvicorn returns normally; idempotent
 

@@ -14,7 +14,7 @@ from gateway.acl.resolver import Caller
 from gateway.configentries import validate as kinds
 from gateway.decode import canonical_config_entry
 from gateway.errors import InvalidInput, NotFound, PermissionDenied
-from gateway.intentions.validate import prepare_service_intentions
+from gateway.intentions.validate import NOT_PREPARED, PreparedSources, prepare_service_intentions
 from gateway.store.store import Store, Txn
 
 READ_ONLY = ("CreateIndex", "ModifyIndex")
@@ -24,12 +24,16 @@ def entry_key(kind: str, name: str, namespace: str = "", partition: str = "") ->
     return (kind, partition or "default", namespace or "default", name)
 
 
-def prepare(raw: dict[str, Any], legacy: bool = False, canonical: bool = False) -> dict[str, Any]:
+def prepare(
+    raw: dict[str, Any], legacy: bool = False, canonical: bool = False, memo: PreparedSources | None = None,
+) -> dict[str, Any]:
     """Canonical keys, defaults and validation: the entry exactly as it will be stored.
 
     `legacy` is set only by the UUID intentions API, whose writes keep LegacyID fields.
     `canonical` skips key canonicalization for entries terminus built itself (already
-    canonical); validation always runs.
+    canonical); validation always runs. With `memo`, the sources of service-intentions
+    entries this function returned before are not normalized and checked one by one again
+    (the result and the first error are the same), and this result's sources are remembered.
     """
     entry = dict(raw) if canonical else canonical_config_entry(raw)
     for field in READ_ONLY:
@@ -41,12 +45,18 @@ def prepare(raw: dict[str, Any], legacy: bool = False, canonical: bool = False) 
     entry["Partition"] = entry.get("Partition") or "default"
     kinds.validate_meta(entry.get("Meta"))
     if kind == "service-intentions":
-        entry = prepare_service_intentions(entry, legacy=legacy)
+        dest = (entry["Name"], entry["Namespace"], entry["Partition"])
+        memo_key = (*dest, legacy) if memo is not None and all(isinstance(v, str) for v in dest) else None
+        prepared = memo.get(memo_key) if memo is not None and memo_key is not None else NOT_PREPARED
+        record: dict[int, Any] | None = {} if memo_key is not None else None
+        entry = prepare_service_intentions(entry, legacy=legacy, prepared=prepared, record=record)
         for src in entry.get("Sources") or ():
-            if src.get("JWT") or any(p.get("JWT") for p in src.get("Permissions") or ()):
+            if id(src) not in prepared and (src.get("JWT") or any(p.get("JWT") for p in src.get("Permissions") or ())):
                 raise InvalidInput("JWT requirements in intentions are not supported by terminus")
         if entry.get("JWT"):
             raise InvalidInput("JWT requirements in intentions are not supported by terminus")
+        if memo is not None and memo_key is not None and record is not None:
+            memo.remember(memo_key, record)
     elif kind == "service-defaults":
         kinds.validate_service_defaults(entry)
     elif kind == "proxy-defaults":
@@ -86,10 +96,13 @@ class ConfigEntryService:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.state = store.state
+        # sources of the service-intentions entries prepared last: an intention upsert
+        # re-checks only the source it changes, not every source of its destination
+        self._prepared = PreparedSources()
 
     def apply(self, caller: Caller, raw: dict[str, Any], cas: int | None = None) -> bool:
         """Upsert; with cas, only if ModifyIndex still equals it (0: only if absent). False = not applied."""
-        entry = prepare(raw)
+        entry = prepare(raw, memo=self._prepared)
         require_write(caller, entry["Kind"], entry["Name"])
         key = entry_key(entry["Kind"], entry["Name"], entry["Namespace"], entry["Partition"])
 
@@ -110,15 +123,25 @@ class ConfigEntryService:
         legacy: bool = False,
     ) -> None:
         """Read-modify-write of one entry under the write lock; change returns None to delete."""
+        self.store.write(self.modify_txn(key, change, legacy))
+
+    def modify_txn(
+        self,
+        key: tuple[str, str, str, str],
+        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        legacy: bool = False,
+    ) -> Callable[[Txn], None]:
+        """`modify` as a write to run (Store.write or Store.submit)."""
 
         def write(txn: Txn) -> None:
             updated = change(txn.get("config", key))
             if updated is None:
                 txn.delete("config", key)
+                self._prepared.forget(key)
             else:
-                txn.put("config", key, prepare(updated, legacy=legacy, canonical=True))
+                txn.put("config", key, prepare(updated, legacy=legacy, canonical=True, memo=self._prepared))
 
-        self.store.write(write)
+        return write
 
     def get(self, caller: Caller, kind: str, name: str, namespace: str = "", partition: str = "") -> dict[str, Any]:
         self.check_kind(kind)
@@ -142,6 +165,7 @@ class ConfigEntryService:
             if cas is not None and (current["ModifyIndex"] if current else 0) != cas:
                 return False
             txn.delete("config", key)
+            self._prepared.forget(key)
             return True
 
         return self.store.write(write)

@@ -309,8 +309,10 @@ def upsert_source(
         new["Sources"] = list(new.get("Sources") or [])
     incoming = copy.deepcopy(dict(source))
     key = _entry_key(new, incoming)
+    name = key[-1]
     for i, existing in enumerate(new["Sources"]):
-        if _entry_key(new, existing) == key:
+        # the name is the key's last part: comparing it first skips building most keys
+        if (existing.get("Name") or "") == name and _entry_key(new, existing) == key:
             new["Sources"][i] = incoming
             break
     else:

@@ -7,6 +7,7 @@ then go through the same normalize/validate/store path as `PUT /v1/config`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from gateway.intentions.engine import Decision, IntentionEngine, ServiceName
 from gateway.intentions.request import HTTPRequest
 from gateway.intentions.validate import check_legacy_apply_allowed, normalize_legacy_intention, validate_legacy_intention
 from gateway.store.state import State
+from gateway.store.store import Txn
 
 KIND = "service-intentions"
 INTENTION_NOT_FOUND = "Intention not found"
@@ -61,6 +63,10 @@ class IntentionService:
     # -- exact API ---------------------------------------------------------------------------
 
     def upsert_exact(self, caller: Caller, source: str, destination: str, body: dict[str, Any]) -> None:
+        self.config_entries.store.write(self.upsert_exact_txn(caller, source, destination, body))
+
+    def upsert_exact_txn(self, caller: Caller, source: str, destination: str, body: dict[str, Any]) -> Callable[[Txn], None]:
+        """`upsert_exact`'s checks, now; returns the write to run (Store.write or Store.submit)."""
         sp, sns, sname = parse_name(source, "source")
         dp, dns, dname = parse_name(destination, "destination")
         self._require_write(caller, dname)
@@ -73,17 +79,24 @@ class IntentionService:
         ixn = normalize_legacy_intention(ixn)
         validate_legacy_intention(ixn, op="upsert", existing_entry=self.state.get("config", key))
         src = intention_to_source(ixn, legacy=False)
-        self.config_entries.modify(key, lambda entry: upsert_source(entry, dname, dns, dp, src))
+        return self.config_entries.modify_txn(key, lambda entry: upsert_source(entry, dname, dns, dp, src))
 
     def delete_exact(self, caller: Caller, source: str, destination: str) -> None:
+        fn = self.delete_exact_txn(caller, source, destination)
+        if fn is not None:
+            self.config_entries.store.write(fn)
+
+    def delete_exact_txn(self, caller: Caller, source: str, destination: str) -> Callable[[Txn], None] | None:
+        """`delete_exact`'s checks, now; returns the write to run, or None when there is nothing
+        to delete (no entry for the destination: no write at all)."""
         sp, sns, sname = parse_name(source, "source")
         dp, dns, dname = parse_name(destination, "destination")
         self._require_write(caller, dname)
         key = entry_key(KIND, dname, dns, dp)
         if self.state.get("config", key) is None:
-            return
+            return None
         wanted = source_key({"Name": sname, "Namespace": sns, "Partition": sp})
-        self.config_entries.modify(key, lambda entry: None if entry is None else remove_source(entry, wanted))
+        return self.config_entries.modify_txn(key, lambda entry: None if entry is None else remove_source(entry, wanted))
 
     def get_exact(self, caller: Caller, source: str, destination: str) -> dict[str, Any]:
         sp, sns, sname = parse_name(source, "source")

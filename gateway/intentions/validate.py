@@ -20,7 +20,9 @@ sorted. Lengths are counted in UTF-8 bytes, as Go's len() does.
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+import operator
+from types import MappingProxyType
+from typing import Any, Mapping, NoReturn
 
 from gateway.errors import InvalidInput
 
@@ -44,6 +46,12 @@ META_VALUE_MAX_LENGTH = 512
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE")
 
 _LEGACY_ONLY_FIELDS = ("LegacyID", "LegacyCreateTime", "LegacyUpdateTime")
+
+# A source's identity for the duplicate rule: (Peer, SamenessGroup, "partition/ns/name").
+SourceIdentity = tuple[str, str, str]
+# Sources already prepared (see PreparedSources): id(source) -> (source, its identity).
+Prepared = Mapping[int, tuple[dict[str, Any], SourceIdentity]]
+NOT_PREPARED: Prepared = MappingProxyType({})
 
 
 # ---------------------------------------------------------------------------
@@ -162,7 +170,9 @@ def compute_precedence(source_ns: str, source_name: str, dest_ns: str, dest_name
 # service-intentions config entry
 
 
-def normalize_service_intentions(entry: Mapping[str, Any], *, legacy: bool = False) -> dict[str, Any]:
+def normalize_service_intentions(
+    entry: Mapping[str, Any], *, legacy: bool = False, prepared: Prepared = NOT_PREPARED,
+) -> dict[str, Any]:
     """ServiceIntentionsConfigEntry.normalize(); returns a new dict, input untouched.
 
     Steps in Consul's order: Kind forced; destination namespace/partition defaulted;
@@ -172,6 +182,11 @@ def normalize_service_intentions(entry: Mapping[str, Any], *, legacy: bool = Fal
     LegacyMeta forced to {} (legacy writes), HTTP methods upper-cased; finally the
     sources are stable-sorted by precedence, highest first. `Meta` is kept as given:
     Consul tags it omitempty, so a missing Meta stays missing.
+
+    `prepared` is keyed by the id()s of source dicts that are themselves the output of an
+    earlier `prepare_service_intentions` of an entry with this same destination and `legacy`
+    flag (see `PreparedSources`). normalize() is idempotent on its output, so such a source is
+    kept as it is instead of being normalized again.
     """
     # Shallow copies of exactly what is changed below: stored entries are never mutated,
     # so the rest can be shared, and a write does not pay to copy every source.
@@ -185,6 +200,10 @@ def normalize_service_intentions(entry: Mapping[str, Any], *, legacy: bool = Fal
 
     sources: list[dict[str, Any]] = []
     for i, raw in enumerate(_list(out, "Sources", "Sources")):
+        known = prepared.get(id(raw))
+        if known is not None and known[0] is raw:
+            sources.append(raw)
+            continue
         path = f"Sources[{i}]"
         src = dict(_dict(raw, path))
         if not _str(src, "Type", f"{path}.Type"):
@@ -230,9 +249,13 @@ def normalize_service_intentions(entry: Mapping[str, Any], *, legacy: bool = Fal
             src["Permissions"] = copied
         sources.append(src)
 
-    sources.sort(key=lambda s: -s["Precedence"])  # list.sort is stable, like sort.SliceStable
+    # highest first; list.sort is stable (reverse=True too), like sort.SliceStable
+    sources.sort(key=_precedence, reverse=True)
     out["Sources"] = sources
     return out
+
+
+_precedence = operator.itemgetter("Precedence")
 
 
 def _wildcard_error(name: str, ns: str, partition: str, peer: str, sameness_group: str) -> str | None:
@@ -377,13 +400,21 @@ def _service_name_string(name: str, ns: str, partition: str) -> str:
 
 
 def validate_service_intentions(
-    entry: Mapping[str, Any], *, legacy: bool = False, allow_sameness_groups: bool = False
+    entry: Mapping[str, Any], *, legacy: bool = False, allow_sameness_groups: bool = False,
+    prepared: Prepared = NOT_PREPARED, record: dict[int, tuple[dict[str, Any], SourceIdentity]] | None = None,
 ) -> None:
     """ServiceIntentionsConfigEntry.validate(legacy); raises InvalidInput on the first error.
 
     Expects the output of `normalize_service_intentions` (same `legacy` flag).
     `allow_sameness_groups=False` is Consul CE: any SamenessGroup is refused with
     CE's text; True applies the Enterprise sameness-group rules.
+
+    Sources whose id() is in `prepared` already passed every per-source rule in an entry with
+    this same destination and flags (see `normalize_service_intentions`); those rules depend
+    on nothing but the source, the destination and the flags, so only the cross-source rule
+    (a source defined twice) is checked for them again, with the identity `prepared` kept for
+    them. The first error is the same either way. With `record`, every source of a valid entry
+    is added to it the same way (what `prepared` takes next time).
     """
     entry = _dict(entry, "entry")
     name = _str(entry, "Name", "Name")
@@ -410,6 +441,16 @@ def validate_service_intentions(
 
     seen: set[tuple[str, str, str]] = set()
     for i, src in enumerate(sources):
+        known = prepared.get(id(src))
+        if known is not None and known[0] is src:  # valid on its own: only a duplicate can fail
+            key = known[1]
+            if key in seen:
+                _duplicate_source(i, src["Name"], src.get("Namespace") or DEFAULT, src.get("Partition") or "",
+                                  key[0], key[1])
+            seen.add(key)
+            if record is not None:
+                record[id(src)] = known
+            continue
         src = _dict(src, f"Sources[{i}]")
         src_name = _str(src, "Name", f"Sources[{i}].Name")
         if not src_name:
@@ -474,27 +515,66 @@ def validate_service_intentions(
         for j, perm in enumerate(permissions):
             _validate_permission(_dict(perm, f"Sources[{i}].Permissions[{j}]"), i, j)
 
-        qualified = _service_name_string(src_name, src_ns, src_partition)
         key = (peer, sameness_group, f"{src_partition or DEFAULT}/{src_ns}/{src_name}")
         if key in seen:
-            if peer:
-                raise InvalidInput(f"Sources[{i}] defines peer({go_quote(peer)}) {go_quote(qualified)} more than once")
-            if sameness_group:
-                raise InvalidInput(
-                    f"Sources[{i}] defines sameness-group({go_quote(sameness_group)}) "
-                    f"{go_quote(qualified)} more than once"
-                )
-            raise InvalidInput(f"Sources[{i}] defines {go_quote(qualified)} more than once")
+            _duplicate_source(i, src_name, src_ns, src_partition, peer, sameness_group)
         seen.add(key)
+        if record is not None:
+            record[id(src)] = (src, key)
+
+
+def _duplicate_source(i: int, name: str, ns: str, partition: str, peer: str, sameness_group: str) -> NoReturn:
+    qualified = go_quote(_service_name_string(name, ns, partition))
+    if peer:
+        raise InvalidInput(f"Sources[{i}] defines peer({go_quote(peer)}) {qualified} more than once")
+    if sameness_group:
+        raise InvalidInput(f"Sources[{i}] defines sameness-group({go_quote(sameness_group)}) {qualified} more than once")
+    raise InvalidInput(f"Sources[{i}] defines {qualified} more than once")
 
 
 def prepare_service_intentions(
-    entry: Mapping[str, Any], *, legacy: bool = False, allow_sameness_groups: bool = False
+    entry: Mapping[str, Any], *, legacy: bool = False, allow_sameness_groups: bool = False,
+    prepared: Prepared = NOT_PREPARED, record: dict[int, tuple[dict[str, Any], SourceIdentity]] | None = None,
 ) -> dict[str, Any]:
-    """Normalize then validate, in Consul's order; returns the entry to store."""
-    normalized = normalize_service_intentions(entry, legacy=legacy)
-    validate_service_intentions(normalized, legacy=legacy, allow_sameness_groups=allow_sameness_groups)
+    """Normalize then validate, in Consul's order; returns the entry to store.
+
+    `prepared` and `record`: see `validate_service_intentions` and `PreparedSources`; sources
+    that came out of an earlier call for this same destination and flags are not normalized
+    and checked one by one again (an upsert of one source into a large entry then costs one
+    source, not all of them).
+    """
+    normalized = normalize_service_intentions(entry, legacy=legacy, prepared=prepared)
+    validate_service_intentions(
+        normalized, legacy=legacy, allow_sameness_groups=allow_sameness_groups, prepared=prepared, record=record)
     return normalized
+
+
+class PreparedSources:
+    """Which source dicts are known to be the output of `prepare_service_intentions`.
+
+    Per destination entry and `legacy` flag (keyed `(name, namespace, partition, legacy)`),
+    the sources of the entry last prepared - the sources a read-modify-write of that entry
+    starts from - by id(), each with its identity for the duplicate rule. The objects
+    themselves are held (so their id()s cannot be reused while here) and are never mutated
+    (stored entries are immutable), so a hit whose object `is` the source is the very object
+    that passed. Thread-safe: each update is one dict store, and every object any snapshot
+    holds did pass, whichever snapshot wins a race.
+    """
+
+    def __init__(self) -> None:
+        self._by_entry: dict[tuple[Any, ...], dict[int, tuple[dict[str, Any], SourceIdentity]]] = {}
+
+    def get(self, memo_key: tuple[Any, ...]) -> Prepared:
+        return self._by_entry.get(memo_key) or NOT_PREPARED
+
+    def remember(self, memo_key: tuple[Any, ...], record: dict[int, tuple[dict[str, Any], SourceIdentity]]) -> None:
+        self._by_entry[memo_key] = record
+
+    def forget(self, config_key: tuple[str, str, str, str]) -> None:
+        """The entry `(kind, partition, namespace, name)` was deleted: keep nothing of it alive."""
+        _, partition, namespace, name = config_key
+        for legacy in (False, True):
+            self._by_entry.pop((name, namespace, partition, legacy), None)
 
 
 # ---------------------------------------------------------------------------

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import takewhile
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, Connection, bindparam, delete, insert, select, text, update
+from sqlalchemy import JSON, Connection, Dialect, bindparam, delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.store import models
@@ -81,37 +84,142 @@ TABLES: dict[str, _TableSpec] = {
 
 
 class _Prepared:
-    """A statement compiled once per dialect and run as driver SQL.
+    """A statement compiled once per dialect and run as driver SQL on the DBAPI cursor.
 
-    The write path runs three statements per write; building and cache-keying them through
-    SQLAlchemy's expression layer cost more than SQLite's own work, so they are compiled
-    once and executed with exec_driver_sql (JSON values serialized here, as the JSON type would).
+    The write path runs a few statements per write; building and cache-keying them through
+    SQLAlchemy's expression layer cost more than SQLite's own work, so they are compiled once
+    and executed by the driver (JSON values serialized here, as the JSON type would).
     """
 
     def __init__(self, build: Callable[[str], Any]) -> None:
         self._build = build
         self._compiled: dict[str, tuple[str, tuple[str, ...] | None, frozenset[str], dict[str, Any]]] = {}
 
-    def _compile(self, conn: Connection) -> tuple[str, tuple[str, ...] | None, frozenset[str], dict[str, Any]]:
-        found = self._compiled.get(conn.dialect.name)
+    def compiled(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None, frozenset[str], dict[str, Any]]:
+        found = self._compiled.get(dialect.name)
         if found is None:
-            compiled = self._build(conn.dialect.name).compile(dialect=conn.dialect)
+            compiled = self._build(dialect.name).compile(dialect=dialect)
             positional = tuple(compiled.positiontup) if compiled.positional else None
             json_params = frozenset(name for name, bp in compiled.binds.items() if isinstance(bp.type, JSON))
             literals = {k: v for k, v in compiled.params.items() if v is not None}  # e.g. "WHERE id = 1"
-            found = self._compiled[conn.dialect.name] = (compiled.string, positional, json_params, literals)
+            found = self._compiled[dialect.name] = (compiled.string, positional, json_params, literals)
         return found
 
-    def _params(self, conn: Connection, values: dict[str, Any]) -> Any:
-        _, positional, json_params, literals = self._compile(conn)
-        values = {**literals, **{k: (json.dumps(v) if k in json_params else v) for k, v in values.items()}}
+    def params(self, dialect: Dialect, values: dict[str, Any]) -> Any:
+        _, positional, json_params, literals = self.compiled(dialect)
+        values = {**literals, **{k: (_to_json(v) if k in json_params else v) for k, v in values.items()}}
         return values if positional is None else tuple(values[name] for name in positional)
 
-    def execute(self, conn: Connection, values: dict[str, Any]) -> Any:
-        return conn.exec_driver_sql(self._compile(conn)[0], self._params(conn, values))
 
-    def execute_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        conn.exec_driver_sql(self._compile(conn)[0], [self._params(conn, r) for r in rows])
+class _Encoded:
+    """A JSON parameter already serialized (by `_BodyJSON`)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _to_json(value: Any) -> str:
+    return value.text if type(value) is _Encoded else json.dumps(value)
+
+
+_json_str = json.encoder.encode_basestring_ascii  # what json.dumps does for a str, minus the call overhead
+
+
+def _key_json(key: Key) -> _Encoded | list[Any]:
+    """A change-feed key as json.dumps(list(key)) writes it, for the usual all-strings key."""
+    if all(type(part) is str for part in key):
+        return _Encoded(f"[{', '.join(map(_json_str, key))}]")
+    return list(key)
+
+
+class _BodyJSON:
+    """`json.dumps(body)` of stored bodies, byte for byte, reusing the text of list elements.
+
+    An intention upsert rewrites its destination's whole entry, and every source in it but the
+    one written is the very object the stored entry already holds (stored objects are shared,
+    never mutated). So for each stored object this keeps its long lists as last written, with
+    the JSON text of each element; the next body's list is matched against it by identity from
+    both ends (a replaced, inserted or removed element leaves the rest aligned), and only what
+    does not match is encoded. A write then costs the JSON of what changed, not of the entry.
+    Pure serialization: a rolled-back write leaves only texts that are still right.
+    """
+
+    MIN_LIST = 16  # shorter lists: one json.dumps of the body is cheaper than the bookkeeping
+
+    def __init__(self) -> None:
+        self._lists: dict[tuple[str, Key], dict[str, tuple[tuple[Any, ...], list[str]]]] = {}
+
+    def encode(self, table: str, key: Key, body: dict[str, Any]) -> _Encoded:
+        seen = self._lists.get((table, key)) or {}
+        lists: dict[str, tuple[tuple[Any, ...], list[str]]] = {}
+        pieces = []
+        for name, value in body.items():
+            if type(name) is not str:  # json.dumps would convert the key: let it
+                self._lists.pop((table, key), None)
+                return _Encoded(json.dumps(body))
+            if type(value) is list and len(value) >= self.MIN_LIST:
+                texts = _list_texts(value, *seen.get(name, ((), ())))
+                lists[name] = (tuple(value), texts)  # a copy: the elements held are those encoded
+                pieces.append(f"{_json_str(name)}: [{', '.join(texts)}]")
+            else:
+                pieces.append(f"{_json_str(name)}: {_json_str(value) if type(value) is str else json.dumps(value)}")
+        if lists:
+            self._lists[(table, key)] = lists
+        else:
+            self._lists.pop((table, key), None)
+        return _Encoded("{" + ", ".join(pieces) + "}")
+
+    def forget(self, table: str, key: Key) -> None:
+        self._lists.pop((table, key), None)
+
+
+def _list_texts(items: list[Any], old_items: tuple[Any, ...], old_texts: list[str] | tuple[()]) -> list[str]:
+    """The JSON text of each element of items, taken from old_texts where the element is the
+    very object at the matching place of old_items (matched from the front and from the back,
+    in C-level loops), json.dumps for the rest."""
+    front = len(list(takewhile(bool, map(operator.is_, items, old_items))))
+    room = min(len(items), len(old_items)) - front
+    back = min(room, len(list(takewhile(bool, map(operator.is_, reversed(items), reversed(old_items))))))
+    middle = [json.dumps(item) for item in items[front:len(items) - back]]
+    return [*old_texts[:front], *middle, *(old_texts[len(old_texts) - back:] if back else ())]
+
+
+class _WriteConn:
+    """The write transaction's connection: the driver's own connection and one cursor.
+
+    Statements, savepoints and COMMIT go straight to the DBAPI (what SQLAlchemy's Connection
+    would send, without its per-statement bookkeeping). Only `Store._commit` opens one.
+    """
+
+    __slots__ = ("dialect", "dbapi", "cursor", "body_json", "_savepoints")
+
+    def __init__(self, dialect: Dialect, dbapi: Any, body_json: _BodyJSON) -> None:
+        self.dialect = dialect
+        self.dbapi = dbapi
+        self.body_json = body_json
+        self.cursor = dbapi.cursor()
+        self._savepoints = 0
+
+    def execute(self, statement: _Prepared, values: dict[str, Any]) -> Any:
+        self.cursor.execute(statement.compiled(self.dialect)[0], statement.params(self.dialect, values))
+        return self.cursor
+
+    def execute_many(self, statement: _Prepared, rows: list[dict[str, Any]]) -> None:
+        self.cursor.executemany(statement.compiled(self.dialect)[0], [statement.params(self.dialect, r) for r in rows])
+
+    def savepoint(self) -> str:
+        self._savepoints += 1
+        name = f"sp_{self._savepoints}"
+        self.cursor.execute(f"SAVEPOINT {name}")
+        return name
+
+    def release(self, name: str) -> None:
+        self.cursor.execute(f"RELEASE SAVEPOINT {name}")
+
+    def rollback_to(self, name: str) -> None:
+        self.cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
 
 
 def _upsert_builder(spec: _TableSpec) -> Callable[[str], Any]:
@@ -125,20 +233,20 @@ def _upsert_builder(spec: _TableSpec) -> Callable[[str], Any]:
     return build
 
 
+def _delete_builder(spec: _TableSpec) -> Callable[[str], Any]:
+    table = spec.model.__table__
+    return lambda _: delete(table).where(*(table.c[c] == bindparam(c) for c in spec.key_columns))
+
+
 _COUNTER = models.IndexCounter.__table__
 _CHANGES = models.Change.__table__
 _BUMP_INDEX = _Prepared(lambda _: update(_COUNTER).where(_COUNTER.c.id == 1)
                         .values(value=_COUNTER.c.value + bindparam("n")).returning(_COUNTER.c.value))
 _INSERT_CHANGE = _Prepared(lambda _: insert(_CHANGES).values(
     index=bindparam("index"), table=bindparam("table"), key=bindparam("key", type_=JSON)))
-_UPSERTS: dict[str, _Prepared] = {}
-
-
-def _upsert(conn: Connection, spec: _TableSpec, values: dict[str, Any]) -> None:
-    prepared = _UPSERTS.get(spec.model.__tablename__)
-    if prepared is None:
-        prepared = _UPSERTS[spec.model.__tablename__] = _Prepared(_upsert_builder(spec))
-    prepared.execute(conn, values)
+_TRIM_CHANGES = _Prepared(lambda _: delete(_CHANGES).where(_CHANGES.c.index < bindparam("before")))
+_UPSERTS = {name: _Prepared(_upsert_builder(spec)) for name, spec in TABLES.items()}
+_DELETES = {name: _Prepared(_delete_builder(spec)) for name, spec in TABLES.items()}
 
 
 class Txn:
@@ -149,7 +257,7 @@ class Txn:
     """
 
     def __init__(
-        self, conn: Connection, state: State, index: int,
+        self, conn: _WriteConn, state: State, index: int,
         earlier: dict[tuple[str, Key], dict[str, Any] | None] | None = None,
     ) -> None:
         self.conn = conn
@@ -170,7 +278,10 @@ class Txn:
         old = self.get(table, key)
         create_index = old["CreateIndex"] if old and "CreateIndex" in old else self.index
         record = dict(body)
-        _upsert(self.conn, spec, spec.values(key, record, create_index, self.index))
+        values = spec.values(key, record, create_index, self.index)
+        if table == "config":  # where bodies are large and rewritten in full (intention upserts)
+            values["body"] = self.conn.body_json.encode(table, key, values["body"])
+        self.conn.execute(_UPSERTS[table], values)
         if table != "system":
             record["CreateIndex"] = create_index
         record["ModifyIndex"] = self.index
@@ -183,20 +294,23 @@ class Txn:
     def delete(self, table: str, key: Key) -> bool:
         if self.get(table, key) is None:
             return False
-        spec = TABLES[table]
-        self.conn.execute(delete(spec.model.__table__).where(*spec.where(key)))
+        self.conn.execute(_DELETES[table], dict(zip(TABLES[table].key_columns, key)))
+        self.conn.body_json.forget(table, key)
         self.pending[(table, key)] = None
         return True
 
 
 class _Write:
-    __slots__ = ("fn", "result", "error", "done")
+    """One queued write: its function, then its outcome (result or error) once done."""
 
-    def __init__(self, fn: Callable[[Txn], Any]) -> None:
+    __slots__ = ("fn", "result", "error", "done", "on_done")
+
+    def __init__(self, fn: Callable[[Txn], Any], on_done: Callable[[_Write], None] | None = None) -> None:
         self.fn = fn
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
+        self.on_done = on_done  # set for Store.submit: who to tell, since nobody waits in write()
 
 
 class Store:
@@ -208,13 +322,29 @@ class Store:
         self._lock = threading.RLock()  # held by the one committer (and by catch-up/reload)
         self._queue: list[_Write] = []
         self._queue_lock = threading.Lock()
+        self._queued = threading.Condition(self._queue_lock)  # wakes the committer thread (submit)
+        self._committer: threading.Thread | None = None
+        self._closed = False
         self._commit_hooks: list[Callable[[], None]] = []
         self._writes = 0
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        self._writer: Any = None  # SQLite: the committer's own pooled connection (see _write_connection)
+        self._body_json = _BodyJSON()
         self.stats = {"commits": 0, "writes": 0}  # writes/commits = the group-commit batching factor
         self._ensure_counter()
         self.reload()
 
     def close(self) -> None:
+        with self._queue_lock:  # the committer finishes what was submitted, then stops
+            self._closed = True
+            self._queued.notify()
+            committer = self._committer
+        if committer is not None and committer is not threading.current_thread():
+            committer.join()
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         self.engine.dispose()
 
     def on_commit(self, hook: Callable[[], None]) -> None:
@@ -293,58 +423,141 @@ class Store:
         job = _Write(fn)
         with self._queue_lock:
             self._queue.append(job)
+        batch: list[_Write] = []
         with self._lock:
             if not job.done:  # nobody committed us while we waited: commit everything queued
                 with self._queue_lock:
                     batch, self._queue = self._queue, []
                 self._commit(batch)
         self._fire_hooks()
+        self._report(batch)
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[no-any-return]
 
+    def submit(self, fn: Callable[[Txn], Any], on_done: Callable[[_Write], None]) -> None:
+        """Queue fn for the next group commit and return at once (for an event loop, which
+        must not block on the disk). When the write is durable and applied to the state, or
+        has failed, `on_done(job)` is called with `job.result` or `job.error` set, on the thread
+        that committed it, after the commit hooks. fn runs exactly as in `write`.
+
+        The committer is one thread of the store's own; a `write` that happens to hold the lock
+        commits submitted writes too (and then reports them). Either way one commit takes
+        everything queued while the previous one was on the disk.
+        """
+        job = _Write(fn, on_done)
+        with self._queue_lock:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            self._queue.append(job)
+            if self._committer is None:
+                self._committer = threading.Thread(target=self._commit_loop, name="terminus-committer", daemon=True)
+                self._committer.start()
+            self._queued.notify()
+
+    def _commit_loop(self) -> None:
+        while True:
+            with self._queue_lock:
+                while not self._queue and not self._closed:
+                    self._queued.wait()
+                if not self._queue:  # closed, and nothing left to write
+                    return
+            batch: list[_Write] = []
+            with self._lock:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                try:
+                    if batch:  # empty if a Store.write took the queue first
+                        self._commit(batch)
+                except Exception as exc:  # e.g. a state listener failed: fail the batch, keep committing
+                    log.exception("commit failed")
+                    for job in batch:
+                        if not job.done:
+                            job.error = job.error or exc
+                            job.done = True
+            self._fire_hooks()
+            self._report(batch)
+
+    @staticmethod
+    def _report(batch: list[_Write]) -> None:
+        for job in batch:
+            if job.on_done is not None:
+                try:
+                    job.on_done(job)
+                except Exception:  # pragma: no cover - a waiter that went away must not stop the committer
+                    log.exception("reporting a write failed")
+
+    @contextmanager
+    def _write_connection(self) -> Iterator[Any]:
+        """The DBAPI connection a commit runs on. SQLite keeps one for the committer (there is
+        one writer at a time anyway, and checking a connection out and back in per commit cost
+        more than the statements); PostgreSQL checks one out of the pool per commit, so that
+        pre-ping replaces a connection the server dropped."""
+        if not self._sqlite:
+            fairy = self.engine.raw_connection()
+            try:
+                yield fairy.dbapi_connection
+            finally:
+                fairy.close()
+            return
+        if self._writer is None:
+            self._writer = self.engine.raw_connection()
+        try:
+            yield self._writer.dbapi_connection
+        except BaseException:
+            if self._writer.dbapi_connection is not None and self._writer.dbapi_connection.in_transaction:
+                self._writer.invalidate()  # could not even roll back: never reuse it
+                self._writer = None
+            raise
+
     def _commit(self, batch: list[_Write]) -> None:
-        changes = _CHANGES
         applied: list[tuple[int, dict[tuple[str, Key], dict[str, Any] | None]]] = []
         try:
-            with self.engine.connect() as conn:
-                conn.begin()
+            with self._write_connection() as dbapi:
+                conn = _WriteConn(self.engine.dialect, dbapi, self._body_json)
                 try:
-                    last = _BUMP_INDEX.execute(conn, {"n": len(batch)}).scalar_one()
+                    if self._sqlite:  # take the write lock up front (see database.py)
+                        conn.cursor.execute("BEGIN IMMEDIATE")
+                    last = conn.execute(_BUMP_INDEX, {"n": len(batch)}).fetchone()[0]
                     first = last - len(batch) + 1
                     if first - 1 > self.state.index:
-                        self.catch_up(conn)
+                        # another process committed since our last write: we hold the write lock
+                        # (SQLite) or the counter's row lock (PostgreSQL), so a fresh connection
+                        # reads exactly what was committed before us
+                        self.catch_up()
                     earlier: dict[tuple[str, Key], dict[str, Any] | None] = {}
                     for offset, job in enumerate(batch):
                         txn = Txn(conn, self.state, first + offset, earlier)
-                        savepoint = conn.begin_nested() if len(batch) > 1 else None
+                        savepoint = conn.savepoint() if len(batch) > 1 else None
                         try:
                             job.result = job.fn(txn)
                         except BaseException as exc:  # this write only: roll back to its savepoint
                             if savepoint is None:
                                 raise
-                            savepoint.rollback()
+                            conn.rollback_to(savepoint)
                             job.error = exc
                             continue
                         if savepoint is not None:
-                            savepoint.commit()
+                            conn.release(savepoint)
                         if txn.pending:
-                            _INSERT_CHANGE.execute_many(
-                                conn, [{"index": txn.index, "table": t, "key": list(k)} for t, k in txn.pending])
+                            conn.execute_many(
+                                _INSERT_CHANGE, [{"index": txn.index, "table": t, "key": _key_json(k)} for t, k in txn.pending])
                             earlier.update(txn.pending)
                             applied.append((txn.index, txn.pending))
                     self._writes += len(applied)
                     if applied and self._writes % 1000 < len(applied):
-                        conn.execute(delete(changes).where(changes.c.index < last - CHANGE_RETENTION))
+                        conn.execute(_TRIM_CHANGES, {"before": last - CHANGE_RETENTION})
                     if applied:
-                        conn.commit()
+                        dbapi.commit()  # durable (synchronous=FULL) before anyone is told
                         self.stats["commits"] += 1
                         self.stats["writes"] += len(applied)
                     else:
-                        conn.rollback()
+                        dbapi.rollback()
                 except BaseException:
-                    conn.rollback()
+                    dbapi.rollback()
                     raise
+                finally:
+                    conn.cursor.close()
         except BaseException as exc:  # the transaction itself failed: no write of the batch happened
             for job in batch:
                 if job.error is None:

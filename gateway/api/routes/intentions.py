@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from gateway.api.http import apply_filter, blocking, caller, consul_json, control, json_object, run
+from gateway.api.http import apply_filter, blocking, caller, consul_json, control, json_object, run, write
 from gateway.errors import InvalidInput
 from gateway.intentions.request import HTTPRequest
 
@@ -49,14 +49,16 @@ async def get_exact(request: Request) -> JSONResponse:
 async def put_exact(request: Request) -> JSONResponse:
     source, destination = _required(request, "source"), _required(request, "destination")
     body = await json_object(request)
-    await run(control(request).intentions.upsert_exact, caller(request), source, destination, body)
+    await write(request, control(request).intentions.upsert_exact_txn(caller(request), source, destination, body))
     return consul_json(True)
 
 
 @router.delete("/exact")
 async def delete_exact(request: Request) -> JSONResponse:
     source, destination = _required(request, "source"), _required(request, "destination")
-    await run(control(request).intentions.delete_exact, caller(request), source, destination)
+    fn = control(request).intentions.delete_exact_txn(caller(request), source, destination)
+    if fn is not None:
+        await write(request, fn)
     return consul_json(True)
 
 
