@@ -239,3 +239,26 @@ def test_decisions_agree_with_a_sort_and_scan_reference() -> None:
                     expected = action == "allow"
                     break
             assert eng.decide(S(sname, sns), S(dname, dns)).allowed == expected
+
+
+def test_update_recompiles_only_changed_sources() -> None:
+    """Unchanged sources keep their compiled intention, whether the store hands back the same
+    objects or equal copies; a changed or new source is compiled afresh."""
+    import copy
+
+    first = entry("db", src("web"), src("api", "deny"), src("batch"))
+    eng = engine_with(first)
+    before = {n: eng.match(S(n), S("db")) for n in ("web", "api", "batch")}
+    key = ("default", "default", "db")
+
+    same_objects = {**first, "Sources": [*first["Sources"], src("new")]}
+    eng.update_entry(key, same_objects)
+    assert all(eng.match(S(n), S("db")) is ci for n, ci in before.items())
+    assert eng.match(S("new"), S("db")) is not None
+
+    copies = copy.deepcopy(same_objects)
+    copies["Sources"][1] = {**copies["Sources"][1], "Action": "allow"}  # api changes
+    eng.update_entry(key, copies)
+    assert eng.match(S("web"), S("db")) is before["web"] and eng.match(S("batch"), S("db")) is before["batch"]
+    changed = eng.match(S("api"), S("db"))
+    assert changed is not before["api"] and eng.decide(S("api"), S("db")).allowed

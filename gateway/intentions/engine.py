@@ -303,19 +303,24 @@ class IntentionEngine:
             return None
         dest = ServiceName(entry["Name"], entry.get("Namespace") or DEFAULT, entry.get("Partition") or DEFAULT)
         compiled = []
+        # An unchanged source keeps its compiled form: a write that adds one source to a
+        # destination with many compiles one intention, not all of them. The store hands back
+        # the very source objects it was given (stored bodies are never mutated), so most are
+        # found by identity; an equal copy is found by its key.
+        same = {id(ci.spec): ci for ci in previous.values()} if previous else {}
         for src in sources:
-            # An unchanged source keeps its compiled form: a write that adds one source to a
-            # destination with many compiles one intention, not all of them.
-            ci = None
-            if previous:
-                origin = f"peer:{src['Peer']}" if src.get("Peer") else f"ap:{src.get('Partition') or DEFAULT}"
-                ci = previous.get(_SEP.join((origin, src.get("Namespace") or DEFAULT, src["Name"])))
-            if ci is None or ci.spec != src:
-                ci = CompiledIntention(entry, src, dest)
-                ci.prepare_decisions(self.default_allow, self.default_reason)
+            ci = same.get(id(src))
+            if ci is None or ci.spec is not src:
+                ci = None
+                if previous:
+                    origin = f"peer:{src['Peer']}" if src.get("Peer") else f"ap:{src.get('Partition') or DEFAULT}"
+                    ci = previous.get(_SEP.join((origin, src.get("Namespace") or DEFAULT, src["Name"])))
+                if ci is None or ci.spec != src:
+                    ci = CompiledIntention(entry, src, dest)
+                    ci.prepare_decisions(self.default_allow, self.default_reason)
             compiled.append(ci)
-        dkey = dest.dest_keys[0]
-        self._by_dest[dkey] = {ci.source.source_keys[0]: ci for ci in compiled}
+        dkey = dest.dst_exact
+        self._by_dest[dkey] = {ci.source.src_exact: ci for ci in compiled}
         self._entry_dest[(dest.partition, dest.namespace, dest.name)] = dkey
         return dkey
 
