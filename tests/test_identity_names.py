@@ -24,6 +24,7 @@ from gateway.identity.spiffe import (
     ServiceID,
     SigningID,
     SpiffeID,
+    consul_id_from_spiffe,
     parse_consul_id,
     parse_spiffe_id,
     trust_domain_for_cluster,
@@ -171,6 +172,9 @@ def test_consul_ids_format_and_parse(obj: object, uri: str) -> None:
     assert obj.uri == uri  # type: ignore[attr-defined]
     assert str(obj) == uri
     assert parse_consul_id(uri) == obj
+    # the verifier's shortcut (parts already checked by parse_spiffe_id) builds an equal object
+    fast = consul_id_from_spiffe(parse_spiffe_id(uri), validated=True)
+    assert fast == obj and hash(fast) == hash(obj) and type(fast) is type(obj)
 
 
 def test_service_id_defaults_match_consul() -> None:

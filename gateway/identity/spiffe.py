@@ -299,8 +299,12 @@ _NOT_CONSUL = (
 )
 
 
-def consul_id_from_spiffe(sid: SpiffeID) -> ConsulID | None:
-    """Map a parsed ID onto Consul's shapes (the regexes in agent/connect/uri.go); None if none fits."""
+def consul_id_from_spiffe(sid: SpiffeID, *, validated: bool = False) -> ConsulID | None:
+    """Map a parsed ID onto Consul's shapes (the regexes in agent/connect/uri.go); None if none fits.
+
+    ``validated=True`` says ``sid`` came from :func:`parse_spiffe_id`, whose checks cover a
+    ``ServiceID``'s: it is then built without checking each part again (the verifier does
+    this for every new leaf)."""
     td, s = sid.trust_domain, sid.segments
     if not s:
         return SigningID(td)
@@ -311,6 +315,12 @@ def consul_id_from_spiffe(sid: SpiffeID) -> ConsulID | None:
             return None
     n = len(s)
     if n == 6 and s[0] == "ns" and s[2] == "dc" and s[4] == "svc":
+        if validated:
+            service = object.__new__(ServiceID)
+            for field, value in (("trust_domain", td), ("namespace", s[1]), ("datacenter", s[3]),
+                                 ("service", s[5]), ("partition", ap)):
+                object.__setattr__(service, field, value)
+            return service
         return ServiceID(td, s[1], s[3], s[5], ap)
     if n == 6 and s[0] == "agent" and s[1] == "client" and s[2] == "dc" and s[4] == "id":
         return AgentID(td, s[3], s[5], ap)

@@ -625,7 +625,7 @@ def _check_leaf(
             f"leaf extendedKeyUsage lacks {_EKU_NAME[purpose]} required for {purpose} certificates (has: {have})",
             "extended_key_usage",
         )
-    return sid, consul_id_from_spiffe(sid)
+    return sid, consul_id_from_spiffe(sid, validated=True)
 
 
 # Name fast path. ``x509.Name`` equality is per RDN, on (OID, decoded value) of each
