@@ -99,6 +99,25 @@ def test_change_feed_lets_a_second_process_catch_up(db_url: str) -> None:
     b.close()
 
 
+def test_a_write_catches_up_inside_its_own_commit(db_url: str) -> None:
+    """b writes right after a, without having followed a's feed: b's commit reads a's write
+    while b holds the write lock (a reader on SQLite must not ask for that lock itself), and a
+    follower polling the feed does not block writers."""
+    a, b = Store(db_url), Store(db_url)
+    a.write(lambda txn: txn.put("nodes", ("n1",), {"Node": "n1", "Address": "1.1.1.1"}))
+    b.write(lambda txn: txn.put("nodes", ("n2",), {"Node": "n2", "Address": "2.2.2.2"}))
+    assert b.state.get("nodes", ("n1",))["Address"] == "1.1.1.1"
+    done: list[Any] = []
+    b.submit(lambda txn: txn.put("nodes", ("n3",), {"Node": "n3", "Address": "3.3.3.3"}), done.append)
+    a.write(lambda txn: txn.put("nodes", ("n4",), {"Node": "n4", "Address": "4.4.4.4"}))
+    _wait_for(lambda: bool(done))
+    assert done[0].error is None
+    a.catch_up()
+    assert {k[0] for k in a.state.tables["nodes"]} == {"n1", "n2", "n3", "n4"}
+    a.close()
+    b.close()
+
+
 def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
     import time
 

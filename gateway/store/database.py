@@ -18,6 +18,9 @@ def sqlite_url(data_dir: str | os.PathLike[str]) -> str:
     return f"sqlite:///{path}"
 
 
+READ_ONLY = "terminus_read_only"  # execution option: this connection only reads (see _sqlite_engine)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
@@ -43,7 +46,10 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers (catch-up, reload, ping) must not take the write lock: a follower polling the
+        # change feed would stall the server's writes, and the server's own catch-up runs while
+        # its committer already holds the lock on another connection.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -27,7 +27,7 @@ from sqlalchemy import JSON, Connection, Dialect, bindparam, delete, insert, sel
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.store import models
-from gateway.store.database import make_engine, upgrade
+from gateway.store.database import READ_ONLY, make_engine, upgrade
 from gateway.store.state import Key, State
 
 log = logging.getLogger(__name__)
@@ -361,7 +361,7 @@ class Store:
 
     def reload(self) -> None:
         """Load every table: at start-up, or when the change feed no longer reaches back far enough."""
-        with self._lock, self.engine.connect() as s:
+        with self._lock, self.engine.connect().execution_options(**{READ_ONLY: True}) as s:
             counter = models.IndexCounter.__table__
             counter_value = s.execute(select(counter.c.value).where(counter.c.id == 1)).scalar()
             fresh = State(listeners=self.state.listeners)
@@ -389,7 +389,7 @@ class Store:
         """Apply changes other processes committed since our last index."""
         with self._lock:
             own = conn is None
-            s = conn or self.engine.connect()
+            s = conn or self.engine.connect().execution_options(**{READ_ONLY: True})
             try:
                 rows = s.execute(
                     select(models.Change.index, models.Change.table, models.Change.key)
@@ -581,5 +581,5 @@ class Store:
                 log.exception("commit hook failed")
 
     def ping(self) -> None:
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
             conn.execute(text("SELECT 1"))
