@@ -10,8 +10,9 @@ The stack is ``terminus demo``'s (``gateway.demo.stack``) with a different catal
 * two Lambda services, ``fn-envoy`` and ``fn-native``, whose service-defaults Meta carry the
   *same* ARN, so both end in the same function. ``fn-envoy`` is linked only to the Envoy
   terminating gateway ``lambda-gateway`` (run with ``--concurrency 2``), ``fn-native`` only to
-  the native gateway ``native-gateway`` (one process: the gateway has no SO_REUSEPORT / worker
-  mode, so "one worker per core" cannot be run; it is reported as ``native_processes: 1``);
+  the native gateway ``native-gateway``, run with one worker process per core
+  (``terminus gateway --workers <os.cpu_count()>``, SO_REUSEPORT; ``--native-workers`` overrides;
+  reported as ``native_processes``);
 * a client service ``bench`` whose Envoy sidecar has two upstreams: ``fn-envoy`` on port A and
   ``fn-native`` on port B. The sidecar originates mTLS to exactly one gateway per port.
 
@@ -19,8 +20,9 @@ Keys:
 
 * ``rps`` - ``wrk -t2 -c<connections> -d<duration>s`` (GET /) through the sidecar to each
   gateway in turn (after a 2 s warm-up), requests per second as wrk reports them.
-* ``cpu_us_per_req`` - utime+stime of the gateway process (all its threads) over the wrk run,
-  from ``/proc/<pid>/stat``, divided by the requests wrk completed.
+* ``cpu_us_per_req`` - utime+stime of the gateway (all its threads; for the native gateway its
+  supervisor and every worker process) over the wrk run, from ``/proc/<pid>/stat``, divided by
+  the requests wrk completed.
 * ``added_p50_ms`` / ``added_p99_ms`` - at 100 req/s (a paced, single-connection keep-alive
   loop), latency of a GET sent straight to the native gateway over mTLS (the ``bench``
   leaf, SNI of ``fn-native``; no sidecar) minus the latency of a SigV4-signed Invoke sent
@@ -68,6 +70,7 @@ from gateway.identity.sni import service_sni  # noqa: E402
 RATE = 100  # requests per second for the latency loop
 LAT_SECONDS = 10
 ENVOY_CONCURRENCY = 2
+NATIVE_WORKERS = os.cpu_count() or 1  # one worker process per core
 
 
 def _free_port() -> int:
@@ -79,10 +82,12 @@ def _free_port() -> int:
 class BenchStack(demo.Stack):
     """`terminus demo` with fn-envoy / fn-native (same ARN) and a `bench` client with two upstreams."""
 
-    def __init__(self, ports: demo.Ports, upstream_native: int, workdir: Path) -> None:
+    def __init__(self, ports: demo.Ports, upstream_native: int, workdir: Path,
+                 native_workers: int = NATIVE_WORKERS) -> None:
         super().__init__(ports, workdir)
         self.upstream_envoy = ports.upstream
         self.upstream_native = upstream_native
+        self.native_workers = native_workers
 
     def pid(self, name: str) -> int:
         return next(proc.pid for n, proc in self.procs if n == name)
@@ -132,7 +137,8 @@ class BenchStack(demo.Stack):
                    "--listen", f"127.0.0.1:{p.lambda_}")
         self.register()
         self.spawn("native-gateway", "gateway", "--service", "native-gateway", "--listen", f"127.0.0.1:{p.native_gateway}",
-                   "--metrics-listen", f"127.0.0.1:{p.metrics}", "--data-dir", str(data))
+                   "--metrics-listen", f"127.0.0.1:{p.metrics}", "--data-dir", str(data),
+                   "--workers", str(self.native_workers))
         self.spawn_envoy_args("envoy-gateway", ["--concurrency", str(ENVOY_CONCURRENCY)],
                               "--gateway", "terminating", "--service", "lambda-gateway",
                               "--admin-bind", f"127.0.0.1:{p.admin_gateway}", "--http-addr", self.http)
@@ -150,6 +156,25 @@ def cpu_ticks(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+
+
+def with_descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (the native gateway's workers), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(parents.get(p, []))
+    return out
 
 
 def _wrk_latency_ms(text: str) -> float:
@@ -333,7 +358,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ports = demo.Ports(**{name: _free_port() for name in vars(demo.Ports())})
     upstream_native = _free_port()
     workdir = Path(tempfile.mkdtemp(prefix="terminus-bench-dataplane-"))
-    stack = BenchStack(ports, upstream_native, workdir)
+    stack = BenchStack(ports, upstream_native, workdir, args.native_workers)
 
     def on_term(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
@@ -341,7 +366,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     signal.signal(signal.SIGTERM, on_term)
     log = (lambda msg: print(f"==> {msg}", file=sys.stderr, flush=True))
     try:
-        log("starting server, local Lambda, Envoy gateway (--concurrency 2), native gateway, bench sidecar")
+        log(f"starting server, local Lambda, Envoy gateway (--concurrency {ENVOY_CONCURRENCY}), native gateway "
+            f"(--workers {args.native_workers}), bench sidecar")
         stack.start()
         d, c = args.duration, args.connections
         log(f"wrk -> local Lambda alone ({d:g}s)")
@@ -351,7 +377,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"wrk -> sidecar -> Envoy gateway ({d:g}s)")
         env_res = wrk_with_cpu(f"http://127.0.0.1:{stack.upstream_envoy}/", [stack.pid("envoy-gateway")], d, c)
         log(f"wrk -> sidecar -> native gateway ({d:g}s)")
-        nat_res = wrk_with_cpu(f"http://127.0.0.1:{stack.upstream_native}/", [stack.pid("native-gateway")], d, c)
+        native_pids = with_descendants(stack.pid("native-gateway"))
+        if len(native_pids) != args.native_workers + (1 if args.native_workers > 1 else 0):
+            raise CLIError(f"native gateway: expected {args.native_workers} worker(s), found processes {native_pids}")
+        nat_res = wrk_with_cpu(f"http://127.0.0.1:{stack.upstream_native}/", native_pids, d, c)
         log(f"latency at {RATE} req/s: native gateway (mTLS, no sidecar) vs signed Invoke straight to Lambda")
         lat = latency_loop(stack, workdir, args.latency_seconds)
     finally:
@@ -390,10 +419,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "latency_loop_each": lat["n"]},
         "latency_loop_rate": lat["achieved_rate"],
         "envoy_concurrency": ENVOY_CONCURRENCY,
-        "native_processes": 1,
-        "note": ("native gateway runs as one asyncio process: it has no SO_REUSEPORT/worker mode, so "
-                 "'one worker per core' is not measured; wrk, the client sidecar Envoy, both gateways and the "
-                 "Python local Lambda share the same cores, so rps compares gateways, it is not capacity"),
+        "native_processes": args.native_workers,
+        "note": ("native gateway: one asyncio worker process per core (SO_REUSEPORT), CPU summed over the "
+                 "workers and their supervisor; wrk, the client sidecar Envoy, both gateways and the Python local "
+                 "Lambda share the same cores, so rps compares gateways, it is not capacity"),
         "wrk": f"-t2 -c{args.connections} -d{args.duration:g}s through the bench sidecar",
         "cpus": os.cpu_count(),
     }
@@ -406,8 +435,12 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     ap.add_argument("--latency-seconds", type=float, default=LAT_SECONDS,
                     help=f"seconds of the {RATE} req/s latency loop (default {LAT_SECONDS})")
+    ap.add_argument("--native-workers", type=int, default=NATIVE_WORKERS,
+                    help=f"native gateway worker processes (default: one per core, {NATIVE_WORKERS})")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = ap.parse_args()
+    if args.native_workers < 1:
+        sys.exit("bench/dataplane.py: --native-workers must be >= 1")
     if shutil.which("wrk") is None:
         sys.exit("bench/dataplane.py needs wrk on PATH: install it (e.g. `apt-get install -y wrk`)")
     try:

@@ -1,8 +1,15 @@
-"""A lean asyncio HTTP/1.1 keep-alive client pool (h11), for the Lambda Invoke path.
+"""A lean asyncio HTTP/1.1 keep-alive client pool, for the Lambda Invoke path.
 
-Per (scheme, host, port) a LIFO list of idle connections (asyncio streams; TLS with SNI and
-verification against certifi's bundle when installed, else the system store). One request
-per connection at a time; a response is read in full (content-length or chunked, via h11).
+Per (scheme, host, port) a LIFO list of idle connections (an ``asyncio.Protocol`` per
+connection, no streams; TLS with SNI and verification against certifi's bundle when
+installed, else the system store; TCP_NODELAY). One request per connection at a time; a
+response is read in full.
+
+Responses are parsed by a small parser that accepts only what h11 accepts, and only the
+common shape (HTTP/1.1, a status >= 200, one ``Content-Length``, header lines matching h11's
+own grammar). Anything else -- chunked bodies, HTTP/1.0, informational responses, a malformed
+line, a peer that closes mid-response -- is replayed into an ``h11.Connection`` and read the
+way h11 reads it, so results and error messages are h11's whichever path parsed them.
 
 Timeouts follow httpx's ``Timeout(timeout, connect=connect_timeout)``: waiting for a free
 slot (``pool``), each write and each read (inactivity, not total) are bounded by
@@ -12,19 +19,32 @@ slot (``pool``), each write and each read (inactivity, not total) are bounded by
 
 A pooled connection that fails before any response byte arrived (the peer closed it while
 idle) is retried once on a fresh connection. Connections are closed on any error, on
-``Connection: close`` (either side) and when idle longer than ``keepalive_expiry``.
+``Connection: close`` (either side), when bytes follow a response, and when idle longer
+than ``keepalive_expiry``.
+
+:meth:`HTTP1Pool.request` builds the request with h11 (validating every header);
+:meth:`HTTP1Pool.send` takes a request already serialized by the caller (the Lambda client
+builds its few fixed headers itself) and shares everything else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
 import ssl
 import time
 import zlib
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import h11
+from h11._readers import header_field_re as _HEADER_FIELD
+from h11._readers import status_line_re as _STATUS_LINE
+from h11._receivebuffer import blank_line_regex as _BLANK_LINE
 
 __all__ = [
     "ConnectError",
@@ -41,7 +61,11 @@ __all__ = [
     "WriteTimeout",
 ]
 
-_READ_SIZE = 65536
+_MAX_INCOMPLETE = 16 * 1024  # h11's default max_incomplete_event_size (client side)
+_BIG_BODY = 65536  # bodies larger than this are written separately from the head
+_MISSING = object()
+_FALLBACK = object()
+_CRLF = re.compile(rb"\r\n")
 
 
 class HTTPError(Exception):
@@ -111,24 +135,107 @@ def default_ssl_context() -> ssl.SSLContext:
     return ctx
 
 
-class _Conn:
-    __slots__ = ("reader", "writer", "h11", "idle_since")
+class _Conn(asyncio.Protocol):
+    """One upstream connection: received bytes are buffered; a waiter is woken on each."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.h11 = h11.Connection(h11.CLIENT)
+    __slots__ = ("transport", "buf", "waiter", "eof", "lost", "exc", "idle_since", "paused", "drain_waiter",
+                 "closed_waiter", "on_event", "last_rx")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[None] | None = None
+        self.eof = False
+        self.lost = False
+        self.exc: BaseException | None = None
         self.idle_since = 0.0
+        self.paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.closed_waiter: asyncio.Future[None] | None = None
+        self.on_event: Callable[[_Conn], None] | None = None  # set while a callback exchange waits
+        self.last_rx = 0.0
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (OSError, AttributeError):  # not TCP (tests may use a Unix socket)
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        on_event = self.on_event
+        if on_event is not None:
+            on_event(self)
+            return
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = self.eof = True
+        self.exc = exc
+        self._wake()
+        waiter = self.closed_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake(self) -> None:
+        on_event = self.on_event
+        if on_event is not None:
+            on_event(self)
+        for waiter in (self.waiter, self.drain_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    # -- pool helpers -------------------------------------------------------------------------
 
     def usable(self, now: float, expiry: float) -> bool:
-        return (now - self.idle_since < expiry and not self.reader.at_eof()
-                and not self.writer.is_closing() and self.h11.our_state is h11.IDLE)
+        transport = self.transport
+        return (now - self.idle_since < expiry and not self.eof and not self.buf
+                and transport is not None and not transport.is_closing())
 
     def close(self) -> None:
         try:
-            self.writer.close()
+            if self.transport is not None:
+                self.transport.close()
         except Exception:  # noqa: BLE001 - loop closed, transport gone: nothing left to release
             pass
+
+    async def wait_closed(self, timeout: float) -> None:
+        if self.lost:
+            return
+        loop = asyncio.get_running_loop()
+        if self.closed_waiter is None:
+            self.closed_waiter = loop.create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self.closed_waiter)
+        except Exception:  # noqa: BLE001 - a peer that never answers the TLS close, a reset
+            pass
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 def _decode_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
@@ -160,6 +267,158 @@ def _decode_body(encoding: bytes, body: bytes) -> bytes:
     return body
 
 
+def _finish(status: int, raw_headers: list[tuple[bytes, bytes]], content: bytes,
+            decoded: list[tuple[str, str]] | None = None) -> Response:
+    """``decoded``: the headers already decoded (all ASCII), as _decode_headers would."""
+    for name, value in raw_headers:
+        if name == b"content-encoding":
+            content = _decode_body(value, content)
+            break
+    return Response(status, decoded if decoded is not None else _decode_headers(raw_headers), content)
+
+
+_LINES: dict[bytes, tuple[bytes, bytes, tuple[str, str] | None]] = {}  # header line -> as h11 reads it
+_STATUS_LINES: dict[bytes, int] = {}
+_CACHE_LINE_MAX = 512
+_CACHE_ENTRIES = 4096
+
+
+def _header_line(line: bytes) -> tuple[bytes, bytes, tuple[str, str] | None] | None:
+    """(lower-case name, value, the (name, value) pair decoded as ASCII or None if not ASCII)."""
+    hm = _HEADER_FIELD.fullmatch(line)
+    if hm is None:
+        return None
+    name, value = hm.group("field_name").lower(), hm.group("field_value")
+    hit = (name, value, (name.decode("ascii"), value.decode("ascii")) if value.isascii() else None)
+    if len(line) <= _CACHE_LINE_MAX:
+        if len(_LINES) >= _CACHE_ENTRIES:
+            _LINES.clear()
+        _LINES[line] = hit
+    return hit
+
+
+def _parse_response(buf: bytearray) -> object:
+    """The common case, parsed as h11 would: (status, headers, body, keep_alive), or None
+    (need more bytes) or _FALLBACK (let h11 read it). Consumes the response from ``buf``.
+    Header lines already seen are looked up, not matched again (most repeat)."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buf) > _MAX_INCOMPLETE or buf[0] < 0x21 or _BLANK_LINE.search(buf):
+            return _FALLBACK
+        return None
+    lines = bytes(buf[:end]).split(b"\r\n")
+    first = lines[0]
+    status = _STATUS_LINES.get(first)
+    if status is None:
+        m = _STATUS_LINE.fullmatch(first)
+        if m is None or m.group("http_version") != b"1.1":
+            return _FALLBACK
+        status = int(m.group("status_code"))
+        if status < 200 or status in (204, 304):
+            return _FALLBACK
+        if len(first) <= _CACHE_LINE_MAX:
+            if len(_STATUS_LINES) >= _CACHE_ENTRIES:
+                _STATUS_LINES.clear()
+            _STATUS_LINES[first] = status
+    headers: list[tuple[bytes, bytes]] = []
+    decoded: list[tuple[str, str]] | None = []
+    length = -1
+    keep_alive = True
+    for i in range(1, len(lines)):
+        parsed = _LINES.get(lines[i]) or _header_line(lines[i])
+        if parsed is None:
+            return _FALLBACK
+        if decoded is not None:
+            if parsed[2] is None:
+                decoded = None
+            else:
+                decoded.append(parsed[2])
+        name = parsed[0]
+        if name == b"content-length":
+            value = parsed[1]
+            if length >= 0 or not value.isdigit() or len(value) > 20:
+                return _FALLBACK
+            length = int(value)
+        elif name == b"transfer-encoding":
+            return _FALLBACK
+        elif name == b"connection":
+            if b"close" in [t.strip() for t in parsed[1].lower().split(b",")]:
+                keep_alive = False
+        headers.append(parsed[:2])
+    if length < 0:
+        return _FALLBACK  # read-until-close framing: h11's business
+    total = end + 4 + length
+    if len(buf) < total:
+        return None
+    body = bytes(buf[end + 4:total])
+    del buf[:total]
+    if buf:
+        keep_alive = False  # bytes after a response: do not trust this connection again
+    return status, headers, body, keep_alive, decoded
+
+
+class _Pending:
+    """One callback-driven exchange waiting for its response (see HTTP1Pool.send_nowait)."""
+
+    __slots__ = ("pool", "key", "conn", "head", "body", "method", "done")
+
+    def __init__(self, pool: HTTP1Pool, key: tuple[str, str, int], conn: _Conn, head: bytes, body: bytes,
+                 method: bytes, done: Callable[[Response | HTTPError], None]) -> None:
+        self.pool = pool
+        self.key = key
+        self.conn = conn
+        self.head = head
+        self.body = body
+        self.method = method
+        self.done = done
+
+    def _detach(self) -> None:
+        self.conn.on_event = None
+        self.pool._pending.discard(self)
+
+    def on_event(self, conn: _Conn) -> None:
+        """Bytes, EOF or loss on the connection."""
+        if conn.buf and not conn.eof:
+            parsed = _parse_response(conn.buf)
+            if parsed is None:
+                loop = self.pool._loop
+                assert loop is not None
+                conn.last_rx = loop.time()
+                return  # more to come
+            if parsed is not _FALLBACK:
+                self._detach()
+                pool = self.pool
+                status, raw_headers, content, keep_alive, decoded = parsed  # type: ignore[misc]
+                pool._active.discard(conn)
+                if keep_alive:
+                    pool._checkin(self.key, conn)
+                else:
+                    conn.close()
+                pool._release()
+                try:
+                    result: Response | HTTPError = _finish(status, raw_headers, content, decoded)
+                except HTTPError as exc:
+                    result = exc
+                self.done(result)
+                return
+        self.hand_over()
+
+    def hand_over(self) -> None:
+        """Let a coroutine take it from here (h11, EOF, errors, retry on a fresh connection)."""
+        self._detach()
+        pool = self.pool
+        pool._spawn(pool._resume(self.key, self.conn, self.head, self.body, self.method), self.done)
+
+    def expire(self) -> None:
+        """No response byte for ``timeout``: ReadTimeout, as the coroutine path raises it."""
+        self._detach()
+        pool = self.pool
+        pool._active.discard(self.conn)
+        self.conn.close()
+        pool._release()
+        self.done(ReadTimeout(_PHASE_NAMES[ReadTimeout]))
+
+
 class HTTP1Pool:
     def __init__(
         self,
@@ -177,13 +436,17 @@ class HTTP1Pool:
         self.max_keepalive = max_keepalive
         self.keepalive_expiry = keepalive_expiry
         self._ssl = ssl_context
-        self._default_headers = default_headers or []
+        self.default_headers = default_headers or []
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._n_idle = 0
         self._active: set[_Conn] = set()
-        self._slots = asyncio.Semaphore(max_connections)
+        self._free_slots = max_connections  # connections that may be in use at once
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._urls: dict[str, tuple[tuple[str, str, int], bytes]] = {}
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # asyncio.get_running_loop() costs a getpid()
+        self._pending: set[_Pending] = set()  # callback exchanges waiting for a response
+        self._sweeper: asyncio.TimerHandle | None = None
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -192,7 +455,8 @@ class HTTP1Pool:
             self._ssl = default_ssl_context()
         return self._ssl
 
-    def _split(self, url: str) -> tuple[tuple[str, str, int], bytes]:
+    def split(self, url: str) -> tuple[tuple[str, str, int], bytes]:
+        """(pool key, request target) of a URL; ConnectError if it is not http(s)."""
         hit = self._urls.get(url)
         if hit is not None:
             return hit
@@ -212,15 +476,16 @@ class HTTP1Pool:
 
     async def _connect(self, key: tuple[str, str, int]) -> _Conn:
         scheme, host, port = key
+        loop = asyncio.get_running_loop()
         try:
             if scheme == "https":
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=self._ssl_context(), server_hostname=host, limit=_READ_SIZE)
+                _, conn = await loop.create_connection(_Conn, host, port, ssl=self._ssl_context(),
+                                                       server_hostname=host)
             else:
-                reader, writer = await asyncio.open_connection(host, port, limit=_READ_SIZE)
+                _, conn = await loop.create_connection(_Conn, host, port)
         except (OSError, ssl.SSLError) as exc:
             raise ConnectError(str(exc) or type(exc).__name__) from exc
-        return _Conn(reader, writer)
+        return conn
 
     def _checkout(self, key: tuple[str, str, int]) -> _Conn | None:
         idle = self._idle.get(key)
@@ -249,118 +514,302 @@ class HTTP1Pool:
         """Send one request and read the whole response. Raises HTTPError (HTTPTimeout)."""
         if self._closed:
             raise ConnectError("the connection pool is closed")
-        key, target = self._split(url)
-        all_headers = self._default_headers + headers
+        key, target = self.split(url)
+        all_headers = self.default_headers + headers
         all_headers.append((b"Content-Length", str(len(body)).encode("ascii")))
-        loop = asyncio.get_running_loop()
-        phase: list[type[HTTPTimeout]] = [PoolTimeout]
+        h = h11.Connection(h11.CLIENT)
         try:
-            async with asyncio.timeout(self.timeout) as deadline:
-                await self._slots.acquire()
+            data = h.send(h11.Request(method=method, target=target, headers=all_headers))
+            if body:
+                data += h.send(h11.Data(data=body))
+            data += h.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:
+            raise RemoteProtocolError(f"invalid request: {exc}") from exc
+        return await self.send(key, data, b"", method)
+
+    # -- slots -------------------------------------------------------------------------------
+
+    async def _acquire(self) -> None:
+        if self._free_slots > 0 and not self._slot_waiters:
+            self._free_slots -= 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(fut)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await fut
+        except BaseException as exc:
+            if fut.done() and not fut.cancelled():
+                self._release()  # it was handed to us as we gave up: pass it on
+            else:
+                fut.cancel()
+            try:
+                self._slot_waiters.remove(fut)
+            except ValueError:
+                pass
+            if isinstance(exc, TimeoutError):
+                raise PoolTimeout(_PHASE_NAMES[PoolTimeout]) from None
+            raise
+
+    def _release(self) -> None:
+        while self._slot_waiters:
+            fut = self._slot_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot goes straight to the next waiter
+                return
+        self._free_slots += 1
+
+    # -- the exchange, as a coroutine -----------------------------------------------------------
+
+    async def send(self, key: tuple[str, str, int], head: bytes, body: bytes, method: bytes = b"POST") -> Response:
+        """Send ``head`` (request line and headers, serialized by the caller) then ``body``
+        (already framed by the head's Content-Length) and read the whole response."""
+        if self._closed:
+            raise ConnectError("the connection pool is closed")
+        await self._acquire()
+        try:
+            conn = self._checkout(key)
+            if conn is not None:
                 try:
-                    conn = self._checkout(key)
-                    if conn is not None:
-                        try:
-                            return await self._exchange(key, conn, method, target, all_headers, body, deadline,
-                                                        phase, True)
-                        except _Stale:
-                            pass  # the peer closed it while idle: one retry on a fresh connection
-                    phase[0] = ConnectTimeout
-                    deadline.reschedule(loop.time() + self.connect_timeout)
-                    conn = await self._connect(key)
-                    return await self._exchange(key, conn, method, target, all_headers, body, deadline,
-                                                phase, False)
-                finally:
-                    self._slots.release()
+                    return await self._exchange(key, conn, head, body, method, True)
+                except _Stale:
+                    pass  # the peer closed it while idle: one retry on a fresh connection
+            return await self._fresh_exchange(key, head, body, method)
+        finally:
+            self._release()
+
+    async def _fresh_exchange(self, key: tuple[str, str, int], head: bytes, body: bytes, method: bytes) -> Response:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                conn = await self._connect(key)
         except TimeoutError:
-            raise phase[0](_PHASE_NAMES[phase[0]]) from None
+            raise ConnectTimeout(_PHASE_NAMES[ConnectTimeout]) from None
+        return await self._exchange(key, conn, head, body, method, False)
 
-    async def _exchange(self, key: tuple[str, str, int], conn: _Conn, method: bytes, target: bytes,
-                        headers: list[tuple[bytes, bytes]], body: bytes, deadline: asyncio.Timeout,
-                        phase: list[type[HTTPTimeout]], reused: bool) -> Response:
-        loop = asyncio.get_running_loop()
-        h = conn.h11
+    # -- the exchange, driven by callbacks ------------------------------------------------------
+
+    def send_nowait(self, key: tuple[str, str, int], head: bytes, body: bytes, method: bytes,
+                    done: Callable[[Response | HTTPError], None]) -> bool:
+        """:meth:`send` without a task when a slot and an idle connection are free: the request
+        is written now and ``done`` is called with the Response (or the HTTPError) from the
+        connection's callbacks. Anything but a clean response in the common shape (a stale
+        connection, h11's cases, a full send buffer) continues in a coroutine that does what
+        :meth:`send` does from that point. Returns False, having done nothing, when there is
+        no free slot or idle connection: the caller uses :meth:`send`."""
+        if self._closed or self._free_slots <= 0 or self._slot_waiters:
+            return False
+        conn = self._checkout(key)
+        if conn is None:
+            return False
+        self._free_slots -= 1
         self._active.add(conn)
-        ok = False
-        got_bytes = False
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        transport = conn.transport
+        assert transport is not None
         try:
-            try:
-                data = h.send(h11.Request(method=method, target=target, headers=headers))
-                if body:
-                    data += h.send(h11.Data(data=body))
-                data += h.send(h11.EndOfMessage())
-            except h11.LocalProtocolError as exc:
-                raise RemoteProtocolError(f"invalid request: {exc}") from exc
-            phase[0] = WriteTimeout
-            deadline.reschedule(loop.time() + self.timeout)
-            try:
-                conn.writer.write(data)
-                await _drain(conn.writer)
-            except (OSError, ssl.SSLError, RuntimeError) as exc:
-                err: HTTPError = WriteError(str(exc) or type(exc).__name__)
-                raise (_Stale(err) if reused else err) from exc
+            if body and len(body) > _BIG_BODY:
+                transport.write(head)
+                transport.write(body)
+            else:
+                transport.write(head + body if body else head)
+        except (OSError, ssl.SSLError, RuntimeError):
+            self._active.discard(conn)
+            conn.close()
+            self._spawn(self._fresh_exchange(key, head, body, method), done)  # stale: a fresh one
+            return True
+        state = _Pending(self, key, conn, head, body, method, done)
+        if conn.paused or conn.buf or conn.eof:
+            state.hand_over()
+            return True
+        conn.last_rx = loop.time()
+        conn.on_event = state.on_event
+        self._pending.add(state)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._sweep_period(), self._sweep)
+        return True
 
-            phase[0] = ReadTimeout
-            status = 0
-            resp_headers: list[tuple[bytes, bytes]] = []
-            chunks: list[bytes] = []
-            while True:
+    def _sweep_period(self) -> float:
+        return max(0.01, min(0.25, self.timeout / 8))
+
+    def _sweep(self) -> None:
+        """Read timeouts of callback exchanges: one timer for all of them, not one per request
+        (a timeout fires within an eighth of ``timeout``, at most 0.25 s, after it is due)."""
+        self._sweeper = None
+        if not self._pending:
+            return
+        assert self._loop is not None
+        now = self._loop.time()
+        for state in [p for p in self._pending if now - p.conn.last_rx >= self.timeout]:
+            state.expire()
+        if self._pending:
+            self._sweeper = self._loop.call_later(self._sweep_period(), self._sweep)
+
+    def _spawn(self, coro: Any, done: Callable[[Response | HTTPError], None]) -> None:
+        """Finish an exchange in a task (the slot is held until it ends)."""
+
+        async def run() -> None:
+            try:
+                result: Response | HTTPError = await coro
+            except HTTPError as exc:
+                result = exc
+            except _Stale as exc:
+                result = exc.error
+            except BaseException:
+                coro.close()
+                raise
+            finally:
+                self._release()
+            done(result)
+
+        asyncio.get_running_loop().create_task(run())
+
+    async def _resume(self, key: tuple[str, str, int], conn: _Conn, head: bytes, body: bytes,
+                      method: bytes) -> Response:
+        """Continue a callback exchange on a reused connection, as :meth:`send` would."""
+        try:
+            return await self._read_phase(key, conn, method, True)
+        except _Stale:
+            return await self._fresh_exchange(key, head, body, method)
+
+    async def _wait(self, conn: _Conn, timeout: float, drain: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if drain:
+            conn.drain_waiter = fut
+        else:
+            conn.waiter = fut
+        handle = loop.call_later(timeout, _expire, fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            if drain:
+                conn.drain_waiter = None
+            else:
+                conn.waiter = None
+
+    async def _exchange(self, key: tuple[str, str, int], conn: _Conn, head: bytes, body: bytes, method: bytes,
+                        reused: bool) -> Response:
+        self._active.add(conn)
+        transport = conn.transport
+        assert transport is not None
+        try:
+            if body and len(body) > _BIG_BODY:
+                transport.write(head)
+                transport.write(body)
+            else:
+                transport.write(head + body if body else head)
+        except (OSError, ssl.SSLError, RuntimeError) as exc:
+            self._active.discard(conn)
+            conn.close()
+            err: HTTPError = WriteError(str(exc) or type(exc).__name__)
+            raise (_Stale(err) if reused else err) from exc
+        return await self._read_phase(key, conn, method, reused)
+
+    async def _read_phase(self, key: tuple[str, str, int], conn: _Conn, method: bytes, reused: bool) -> Response:
+        """After the request is written: drain, then read the response (the connection goes
+        back to the pool or is closed at the end)."""
+        keep_alive = False
+        try:
+            while conn.paused and not conn.lost:
                 try:
-                    event = h.next_event()
-                except h11.RemoteProtocolError as exc:
-                    raise RemoteProtocolError(str(exc)) from exc
-                if event is h11.NEED_DATA:
-                    deadline.reschedule(loop.time() + self.timeout)
-                    try:
-                        chunk = await conn.reader.read(_READ_SIZE)
-                    except (OSError, ssl.SSLError) as exc:
-                        rerr: HTTPError = ReadError(str(exc) or type(exc).__name__)
-                        raise (_Stale(rerr) if reused and not got_bytes else rerr) from exc
-                    if not chunk and not got_bytes:
+                    await self._wait(conn, self.timeout, drain=True)
+                except TimeoutError:
+                    raise WriteTimeout(_PHASE_NAMES[WriteTimeout]) from None
+            buf = conn.buf
+            while True:
+                if buf:
+                    parsed = _parse_response(buf)
+                    if parsed is _FALLBACK:
+                        response, keep_alive = await self._read_h11(conn, method, reused)
+                        return response
+                    if parsed is not None:
+                        status, raw_headers, content, keep_alive, decoded = parsed  # type: ignore[misc]
+                        return _finish(status, raw_headers, content, decoded)
+                if conn.eof:
+                    if conn.exc is not None and not buf:
+                        rerr: HTTPError = ReadError(str(conn.exc) or type(conn.exc).__name__)
+                        raise (_Stale(rerr) if reused else rerr)
+                    if not buf:
                         eerr = RemoteProtocolError("Server disconnected without sending a response.")
                         raise (_Stale(eerr) if reused else eerr)
-                    got_bytes = got_bytes or bool(chunk)
-                    try:
-                        h.receive_data(chunk)
-                    except h11.RemoteProtocolError as exc:
-                        raise RemoteProtocolError(str(exc)) from exc
-                    continue
-                etype = type(event)
-                if etype is h11.Response:
-                    status = event.status_code  # type: ignore[union-attr]
-                    resp_headers = list(event.headers)  # type: ignore[union-attr]
-                elif etype is h11.Data:
-                    chunks.append(bytes(event.data))  # type: ignore[union-attr]
-                elif etype is h11.EndOfMessage:
-                    break
-                elif etype is h11.InformationalResponse:
-                    continue
-                elif etype is h11.ConnectionClosed:
-                    raise RemoteProtocolError("Server disconnected without sending a complete response.")
-                else:  # PAUSED cannot happen before EndOfMessage on the client side
-                    raise RemoteProtocolError(f"unexpected event {event!r}")
-            content = b"".join(chunks) if len(chunks) != 1 else chunks[0]
-            for name, value in resp_headers:
-                if name == b"content-encoding":
-                    content = _decode_body(value, content)
-                    break
-            response = Response(status, _decode_headers(resp_headers), content)
-            ok = True
-            return response
+                    response, keep_alive = await self._read_h11(conn, method, reused)  # h11's words for it
+                    return response
+                try:
+                    await self._wait(conn, self.timeout)
+                except TimeoutError:
+                    raise ReadTimeout(_PHASE_NAMES[ReadTimeout]) from None
         finally:
             self._active.discard(conn)
-            if ok and h.our_state is h11.DONE and h.their_state is h11.DONE:
-                try:
-                    h.start_next_cycle()
-                except h11.LocalProtocolError:  # pragma: no cover
-                    conn.close()
-                else:
-                    self._checkin(key, conn)
+            if keep_alive:
+                self._checkin(key, conn)
             else:
                 conn.close()
 
+    async def _read_h11(self, conn: _Conn, method: bytes, reused: bool) -> tuple[Response, bool]:
+        """Read the response with h11 (the replayed request only tells it the method)."""
+        h = h11.Connection(h11.CLIENT)
+        h.send(h11.Request(method=method, target=b"/", headers=[(b"Host", b"upstream"), (b"Content-Length", b"0")]))
+        h.send(h11.EndOfMessage())
+        got_bytes = bool(conn.buf)
+        status = 0
+        resp_headers: list[tuple[bytes, bytes]] = []
+        chunks: list[bytes] = []
+        while True:
+            try:
+                event = h.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise RemoteProtocolError(str(exc)) from exc
+            if event is h11.NEED_DATA:
+                while not conn.buf and not conn.eof:
+                    try:
+                        await self._wait(conn, self.timeout)
+                    except TimeoutError:
+                        raise ReadTimeout(_PHASE_NAMES[ReadTimeout]) from None
+                if conn.buf:
+                    chunk = bytes(conn.buf)
+                    conn.buf.clear()
+                elif conn.exc is not None:
+                    rerr: HTTPError = ReadError(str(conn.exc) or type(conn.exc).__name__)
+                    raise (_Stale(rerr) if reused and not got_bytes else rerr)
+                else:
+                    chunk = b""
+                if not chunk and not got_bytes:
+                    eerr = RemoteProtocolError("Server disconnected without sending a response.")
+                    raise (_Stale(eerr) if reused else eerr)
+                got_bytes = got_bytes or bool(chunk)
+                try:
+                    h.receive_data(chunk)
+                except h11.RemoteProtocolError as exc:
+                    raise RemoteProtocolError(str(exc)) from exc
+                continue
+            etype = type(event)
+            if etype is h11.Response:
+                status = event.status_code  # type: ignore[union-attr]
+                resp_headers = list(event.headers)  # type: ignore[union-attr]
+            elif etype is h11.Data:
+                chunks.append(bytes(event.data))  # type: ignore[union-attr]
+            elif etype is h11.EndOfMessage:
+                break
+            elif etype is h11.InformationalResponse:
+                continue
+            elif etype is h11.ConnectionClosed:
+                raise RemoteProtocolError("Server disconnected without sending a complete response.")
+            else:  # PAUSED cannot happen before EndOfMessage on the client side
+                raise RemoteProtocolError(f"unexpected event {event!r}")
+        content = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        response = _finish(status, resp_headers, content)
+        trailing, _closed = h.trailing_data
+        keep_alive = (h.our_state is h11.DONE and h.their_state is h11.DONE and not trailing and not conn.buf)
+        return response, keep_alive
+
     async def aclose(self) -> None:
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         conns = [c for idle in self._idle.values() for c in idle] + list(self._active)
         self._idle.clear()
         self._n_idle = 0
@@ -368,18 +817,7 @@ class HTTP1Pool:
         for conn in conns:
             conn.close()
         for conn in conns:
-            try:
-                async with asyncio.timeout(1.0):
-                    await conn.writer.wait_closed()
-            except Exception:  # noqa: BLE001 - a peer that never answers the TLS close, a reset
-                pass
-
-
-async def _drain(writer: asyncio.StreamWriter) -> None:
-    transport = writer.transport
-    if transport.get_write_buffer_size() == 0 and not transport.is_closing():
-        return  # the common case: the kernel took it all, no await needed
-    await writer.drain()
+            await conn.wait_closed(1.0)
 
 
 _PHASE_NAMES = {
@@ -388,4 +826,3 @@ _PHASE_NAMES = {
     WriteTimeout: "timed out writing the request",
     ReadTimeout: "timed out reading the response",
 }
-

@@ -1,7 +1,7 @@
 """The native data plane: mTLS in, intention decision, Lambda (or plain HTTP) out.
 
-One asyncio task per downstream connection (uvloop when the process runs with it);
-HTTP/1.1 framing by h11 with keep-alive; TLS by Python's ``ssl``:
+One ``asyncio.Protocol`` per downstream connection (uvloop when the process runs with it);
+HTTP/1.1 with keep-alive; TLS by Python's ``ssl``:
 
 * the outer context has no certificate of its own: its ``sni_callback`` switches the
   connection to the per-SNI context holding that linked service's leaf; an unknown or
@@ -13,12 +13,26 @@ HTTP/1.1 framing by h11 with keep-alive; TLS by Python's ``ssl``:
   exposes only the peer leaf, so the chain given to the verifier is the leaf alone:
   that is complete when leaves are issued directly by a root in the bundle (the
   primary-DC case). An identity the verifier rejects, or one that is not a service,
-  gets 403 with the reason and the connection is closed;
+  gets 403 with the reason and the connection is closed. The identity, the XFCC value
+  and the metric children are worked out once per connection, not per request (the
+  verifier's cache is keyed by the DER bytes, so a reconnecting caller is a cache hit);
 * session tickets are off, so every connection presents and proves its certificate.
 
-Per request: target normalized (``pathnorm``; escaped slashes -> 307), L7 decision
-from the intention engine with the normalized path, then the target: a Lambda
-invocation in Envoy's ``aws_lambda`` format (``transform``) or a plain HTTP upstream.
+HTTP/1.1 framing: requests in the common shape (HTTP/1.1, one Host, at most one
+``Content-Length``, no ``Transfer-Encoding`` / ``Expect`` / ``Upgrade`` / ``Connection:
+close``, every line matching h11's grammar) are parsed by a small parser that accepts only
+what h11 accepts; responses whose headers all pass h11's validation are written directly, in
+the bytes h11 would write. Everything else -- malformed input, chunked bodies, HTTP/1.0,
+100-continue, a response h11 would refuse -- goes to h11: the connection switches to an
+h11 state machine from that request on (or, for a response, h11 frames that one response),
+so error answers and edge cases are h11's, as before.
+
+Per request: target normalized (``pathnorm``; escaped slashes -> 307; results cached per
+target), L7 decision from the intention engine with the normalized path, then the target:
+a Lambda invocation in Envoy's ``aws_lambda`` format (``transform``) or a plain HTTP upstream.
+
+``reuse_port=True`` binds the listener with SO_REUSEPORT, so several processes (``terminus
+gateway --workers N``) can share one port; the kernel spreads connections across them.
 """
 
 from __future__ import annotations
@@ -30,15 +44,21 @@ import http
 import json
 import logging
 import os
+import signal
+import socket
 import ssl
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import h11
+from h11._headers import _field_name_re as _H11_NAME
+from h11._headers import _field_value_re as _H11_VALUE
+from h11._readers import header_field_re as _HEADER_FIELD
+from h11._readers import request_line_re as _REQUEST_LINE
+from h11._receivebuffer import blank_line_regex as _BLANK_LINE
 
 from gateway.awslambda.sigv4 import Credentials
 from gateway.dataplane.lambda_client import (
@@ -52,7 +72,7 @@ from gateway.dataplane.lambda_client import (
     StaticCredentialProvider,
 )
 from gateway.dataplane.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from gateway.dataplane.pathnorm import PathError, normalize_request_target
+from gateway.dataplane.pathnorm import NormalizedPath, PathError, normalize_request_target
 from gateway.dataplane.routes import Route, Routes, routes_from_control_plane
 from gateway.dataplane.transform import InvalidFunctionResponse, dejsonize_response, jsonize_request
 from gateway.identity.verify import VerificationError, Verifier
@@ -74,6 +94,22 @@ _HOP_BY_HOP = frozenset({
     "content-length", "host",
 })
 _PASSTHROUGH_STATUS = frozenset({400, 413, 415})  # Lambda rejected the caller's own payload
+_FRAMING = frozenset({"content-length", "connection", "transfer-encoding"})
+# Request headers that send a request to h11 (the fast parser does not interpret them).
+_SPECIAL_REQUEST_HEADERS = frozenset({b"content-length", b"host", b"connection", b"transfer-encoding", b"expect",
+                                      b"upgrade"})
+_FALLBACK = object()
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        reason = http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        reason = b""
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
+
+
+_STATUS_LINES = {code: _status_line(code) for code in range(200, 1000)}
 
 
 @dataclass
@@ -133,6 +169,459 @@ def _split_hostport(listen: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
+# -- request parsing (the common case) ---------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Request:
+    method: str
+    target: str
+    headers: list[tuple[str, str]]  # lower-case names, values as received (latin-1)
+    body: bytes
+    head: bool  # a HEAD request
+
+
+_LINES: dict[bytes, tuple[bytes, str, str]] = {}  # header line -> (lower-case name, name, value)
+_REQUEST_LINES: dict[bytes, tuple[bytes, str, str]] = {}  # request line -> (method, method, target)
+_CACHE_LINE_MAX = 512  # longer lines are parsed every time, never cached
+_CACHE_ENTRIES = 4096  # a full cache is emptied (bounded memory whatever the callers send)
+
+
+def _header_line(line: bytes) -> tuple[bytes, str, str] | None:
+    """h11's reading of one header line (its regex): (lower-case name, name, value) or None."""
+    hit = _LINES.get(line)
+    if hit is None:
+        hm = _HEADER_FIELD.fullmatch(line)
+        if hm is None:
+            return None
+        lname = hm.group("field_name").lower()
+        hit = (lname, lname.decode("ascii"), hm.group("field_value").decode("latin-1"))
+        if len(line) <= _CACHE_LINE_MAX:
+            if len(_LINES) >= _CACHE_ENTRIES:
+                _LINES.clear()
+            _LINES[line] = hit
+    return hit
+
+
+def _parse_request(buf: bytearray, max_body: int) -> object:
+    """One request from ``buf`` if it is in the common shape and complete: a _Request (its
+    bytes removed from ``buf``), None (need more bytes) or _FALLBACK (h11 must read it).
+
+    Accepts a strict subset of what h11 accepts, with h11's own regular expressions, and
+    reads it the way h11 does (names lower-cased, values without surrounding whitespace).
+    Lines already seen are looked up, not parsed again (they repeat: a sidecar sends the
+    same few headers on every request)."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buf) > MAX_HEADER or buf[0] < 0x21 or _BLANK_LINE.search(buf):
+            return _FALLBACK
+        return None
+    lines = bytes(buf[:end]).split(b"\r\n")
+    first = lines[0]
+    request_line = _REQUEST_LINES.get(first)
+    if request_line is None:
+        m = _REQUEST_LINE.fullmatch(first)
+        if m is None or m.group("http_version") != b"1.1" or m.group("method") == b"CONNECT":
+            return _FALLBACK
+        request_line = (m.group("method"), m.group("method").decode("ascii"), m.group("target").decode("latin-1"))
+        if len(first) <= _CACHE_LINE_MAX:
+            if len(_REQUEST_LINES) >= _CACHE_ENTRIES:
+                _REQUEST_LINES.clear()
+            _REQUEST_LINES[first] = request_line
+    headers: list[tuple[str, str]] = []
+    length = -1
+    hosts = 0
+    for i in range(1, len(lines)):
+        parsed = _LINES.get(lines[i]) or _header_line(lines[i])
+        if parsed is None:
+            return _FALLBACK
+        lname = parsed[0]
+        if lname in _SPECIAL_REQUEST_HEADERS:
+            if lname == b"content-length":
+                value = parsed[2]
+                if length >= 0 or not value.isdigit() or not value.isascii() or len(value) > 20:
+                    return _FALLBACK
+                length = int(value)
+            elif lname == b"host":
+                hosts += 1
+            elif lname == b"connection":
+                if "close" in [t.strip() for t in parsed[2].lower().split(",")]:
+                    return _FALLBACK  # h11 adds "Connection: close" to the answer and closes
+            else:
+                return _FALLBACK  # transfer-encoding, expect, upgrade
+        headers.append((parsed[1], parsed[2]))
+    if hosts != 1 or length > max_body:
+        return _FALLBACK
+    start = end + 4
+    if length <= 0:
+        body = b""
+        del buf[:start]
+    else:
+        stop = start + length
+        if len(buf) < stop:
+            return None
+        body = bytes(buf[start:stop])
+        del buf[:stop]
+    return _Request(request_line[1], request_line[2], headers, body, request_line[0] == b"HEAD")
+
+
+_FRAMED: dict[tuple[str, str], bytes | None] = {}  # (name, value) -> "name: value\r\n", None if h11 refuses
+
+
+def _header_bytes(name: str, value: str) -> bytes | None:
+    """The line h11 writes for this response header, or None if h11 would refuse it."""
+    try:
+        nb = name.encode("ascii")
+        vb = value.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    if _H11_NAME.fullmatch(nb) is None or _H11_VALUE.fullmatch(vb) is None:
+        return None
+    line = b"%s: %s\r\n" % (nb, vb)
+    if len(line) <= _CACHE_LINE_MAX:
+        if len(_FRAMED) >= _CACHE_ENTRIES:
+            _FRAMED.clear()
+        _FRAMED[(name, value)] = line
+    return line
+
+
+def _frame_fast(resp: _Response, head: bool) -> bytes | None:
+    """The bytes h11 would write for ``resp`` (see GatewayServer._frame_h11), or None when
+    any header is one h11 would refuse or rewrite (then h11 frames it)."""
+    status = resp.status
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        return None
+    out = [line]
+    hosts: list[bytes] = []
+    for n, v in resp.headers:
+        framed = _FRAMED.get((n, v))
+        if framed is None:
+            if n.lower() in _FRAMING:
+                continue
+            framed = _header_bytes(n, v)
+            if framed is None:
+                return None
+        if framed[:5].lower() == b"host:":
+            hosts.append(framed)
+        else:
+            out.append(framed)
+    if status not in (204, 304):
+        out.append(b"content-length: %d\r\n" % len(resp.body))
+    if resp.close:
+        out.append(b"connection: close\r\n")
+    out.append(b"\r\n")
+    if hosts:
+        out[1:1] = hosts
+    body = resp.body
+    if body and not head and status not in (204, 304):
+        if len(body) <= 65536:
+            out.append(body)
+        else:
+            return b"".join(out), body  # type: ignore[return-value]
+    return b"".join(out)
+
+
+# -- per-connection state ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Peer:
+    """Who is on the other end of one connection, and what we answer them with."""
+
+    route: Route | None
+    caller: ServiceName | None
+    caller_uri: str
+    rejection: str
+    xfcc: str  # x-forwarded-client-cert value for this connection
+    dest: str  # metric/log label of the route's destination ("" without a route)
+
+
+class _Downstream(asyncio.Protocol):
+    """One downstream connection (TLS done when ``connection_made`` runs).
+
+    Requests are parsed here and handed to :meth:`GatewayServer._dispatch` one at a time:
+    the next request on the connection is taken only after the previous answer is written
+    (h11's rule too). A request outside the common shape switches the connection to the h11
+    loop (:meth:`GatewayServer._serve_h11`), fed from this protocol through a StreamReader."""
+
+    __slots__ = ("server", "transport", "peer", "buf", "busy", "closed", "paused", "drain_waiter", "reader",
+                 "task", "idle_since", "idle_timer", "closed_waiter", "in_next", "done_waiter")
+
+    def __init__(self, server: GatewayServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Peer | None = None
+        self.buf = bytearray()
+        self.busy = False
+        self.closed = False
+        self.paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.reader: asyncio.StreamReader | None = None  # set in h11 mode
+        self.task: asyncio.Task[Any] | None = None
+        self.idle_since = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.closed_waiter: asyncio.Future[None] | None = None
+        self.in_next = False
+        self.done_waiter: asyncio.Future[None] | None = None  # stop() waits on it
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        server = self.server
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        server._downstreams.add(self)
+        server.metrics.connections.inc()
+        server.metrics.connections_active.inc()
+        try:
+            self.peer = server._peer(transport.get_extra_info("ssl_object"))
+        except Exception:  # noqa: BLE001
+            log.exception("gateway connection failed")
+            transport.close()
+            return
+        loop = server._loop
+        self.idle_since = loop.time()
+        self.idle_timer = loop.call_later(server.idle_timeout, self._idle_check)
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        if reader is not None:
+            reader.feed_data(data)
+            return
+        self.buf += data
+        self.idle_since = self.server._loop.time()
+        if not self.busy:
+            self._next()
+
+    def eof_received(self) -> bool:
+        if self.reader is not None:
+            self.reader.feed_eof()
+        elif not self.busy:
+            self._close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        server = self.server
+        server._downstreams.discard(self)
+        server.metrics.connections_active.dec()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        if self.reader is not None:
+            if exc is None:
+                self.reader.feed_eof()
+            else:
+                self.reader.set_exception(exc)
+        for waiter in (self.drain_waiter, self.closed_waiter, self.done_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _close(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+    def _idle_check(self) -> None:
+        """No bytes for ``idle_timeout`` while waiting for a request: close (as before)."""
+        self.idle_timer = None
+        if self.closed or self.reader is not None:
+            return
+        loop = self.server._loop
+        timeout = self.server.idle_timeout
+        if self.busy:
+            delay = timeout
+        else:
+            delay = self.idle_since + timeout - loop.time()
+            if delay <= 0:
+                self._close()
+                return
+        self.idle_timer = loop.call_later(delay, self._idle_check)
+
+    async def drain(self) -> None:
+        while self.paused and not self.closed:
+            self.drain_waiter = self.server._loop.create_future()
+            try:
+                await self.drain_waiter
+            finally:
+                self.drain_waiter = None
+        if self.closed:
+            raise ConnectionResetError("Connection lost")
+
+    async def wait_closed(self) -> None:
+        if self.closed:
+            return
+        if self.closed_waiter is None:
+            self.closed_waiter = self.server._loop.create_future()
+        await asyncio.shield(self.closed_waiter)
+
+    def _next(self) -> None:
+        """Take the next complete requests in the buffer, one at a time: each is answered on
+        the spot, or by callbacks, or by a task (GatewayServer._dispatch)."""
+        if self.in_next:
+            return
+        self.in_next = True
+        server = self.server
+        try:
+            while not self.busy and not self.closed and self.buf and self.peer is not None:
+                req = _parse_request(self.buf, server.max_body)
+                if req is None:
+                    return
+                self.busy = True
+                if req is _FALLBACK:
+                    self._to_h11()
+                    return
+                try:
+                    server._dispatch(self, req)  # type: ignore[arg-type]
+                except Exception as exc:  # noqa: BLE001
+                    self.fail(exc)
+                    return
+        finally:
+            self.in_next = False
+
+    def fail(self, exc: Exception) -> None:
+        """A request failed outside a task: close, logging what is not a connection problem."""
+        if not isinstance(exc, (ConnectionError, ssl.SSLError, TimeoutError, _ClientGone)):
+            log.error("gateway connection failed", exc_info=exc)
+        self._close()
+
+    def done(self) -> None:
+        """The current request is answered: wait for the next one."""
+        self.busy = False
+        self.idle_since = self.server._loop.time()
+        waiter = self.done_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self.buf and not self.in_next:
+            self._next()
+
+    def _to_h11(self) -> None:
+        """From here on, this connection is read by h11 (starting with the buffered bytes)."""
+        reader = asyncio.StreamReader(limit=MAX_HEADER, loop=self.server._loop)
+        reader.set_transport(self.transport)  # type: ignore[arg-type]
+        if self.buf:
+            reader.feed_data(bytes(self.buf))
+            self.buf.clear()
+        self.reader = reader
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self.task = self.server._loop.create_task(self._run_h11(reader))
+
+    def run(self, coro: Any) -> None:
+        """Finish the current request in a task (stop() waits for it)."""
+        self.task = self.server._loop.create_task(self._guarded(coro))
+
+    async def _guarded(self, coro: Any) -> None:
+        try:
+            await coro
+        except (ConnectionError, ssl.SSLError, TimeoutError, _ClientGone, asyncio.CancelledError):
+            self._close()
+        except Exception:  # noqa: BLE001
+            log.exception("gateway connection failed")
+            self._close()
+        finally:
+            self.task = None
+
+    async def answer(self, req: _Request, started: float, answer: Any) -> None:
+        """Await ``answer`` (a coroutine giving the _Response), then send it."""
+        resp = await answer
+        await self.server._complete(self, req, resp, started, wait=True)
+
+    async def _run_h11(self, reader: asyncio.StreamReader) -> None:
+        try:
+            await self.server._serve_h11(self, reader)
+        except (ConnectionError, ssl.SSLError, TimeoutError, _ClientGone, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # noqa: BLE001
+            log.exception("gateway connection failed")
+        finally:
+            self.task = None
+            self._close()
+
+    # StreamWriter-like surface for the h11 loop
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not self.closed:
+            transport.write(data)
+
+
+class _Done:
+    """An awaitable that is already done (what _complete returns when nothing is left to wait)."""
+
+    def __await__(self) -> Any:
+        return
+        yield  # pragma: no cover
+
+
+_DONE = _Done()
+
+
+def _replayed_h11(method: str) -> h11.Connection:
+    """An h11 server connection that has just read a ``method`` request (HTTP/1.1, keep-alive,
+    no body): what framing a response needs depends on nothing else."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER)
+    conn.receive_data(b"%s / HTTP/1.1\r\nhost: gateway\r\n\r\n" % method.encode("ascii"))
+    conn.next_event()  # Request
+    conn.next_event()  # EndOfMessage
+    return conn
+
+
+_NORMALIZED: dict[str, NormalizedPath | PathError] = {}
+
+
+def _normalize(target: str) -> NormalizedPath | PathError:
+    """normalize_request_target, memoized (a gateway sees the same few targets over and over)."""
+    hit = _NORMALIZED.get(target)
+    if hit is None:
+        try:
+            hit = normalize_request_target(target)
+        except PathError as e:
+            hit = e
+        if len(_NORMALIZED) >= 4096:
+            _NORMALIZED.clear()
+        _NORMALIZED[target] = hit
+    return hit
+
+
+class _RequestIds:
+    """UUID4 strings (what ``str(uuid.uuid4())`` gives) from a buffer of random bytes."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def next(self) -> str:
+        at = self._at
+        if at + 16 > len(self._pool):
+            self._pool = os.urandom(4096)
+            at = 0
+        self._at = at + 16
+        b = bytearray(self._pool[at:at + 16])
+        b[6] = (b[6] & 0x0F) | 0x40
+        b[8] = (b[8] & 0x3F) | 0x80
+        h = b.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 class GatewayServer:
     """A terminating-gateway data plane for one set of :class:`Routes`.
 
@@ -142,6 +631,7 @@ class GatewayServer:
     ``refresh_interval`` seconds; changed routes (new leaf, new link, new roots) replace the
     TLS contexts for new connections.
     ``metrics_port=None`` disables the plain-HTTP metrics listener (``GET /metrics``).
+    ``reuse_port=True`` sets SO_REUSEPORT on the listener (several worker processes).
     """
 
     def __init__(
@@ -164,6 +654,7 @@ class GatewayServer:
         refresh_interval: float = 30.0,
         transport: Any = None,
         metrics: GatewayMetrics | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.verifier = verifier
         self.engine = engine
@@ -177,6 +668,7 @@ class GatewayServer:
         self.max_body = max_body
         self.routes_provider = routes_provider
         self.refresh_interval = refresh_interval
+        self.reuse_port = reuse_port
         self.metrics = metrics or GatewayMetrics()
         if credentials is None:
             provider: CredentialProvider = Boto3CredentialProvider()
@@ -190,12 +682,22 @@ class GatewayServer:
         self.lambda_client: LambdaClient | None = None
         self._routes = routes
         self._contexts: dict[str, ssl.SSLContext] = {}
+        self._route_uris: dict[str, str] = {}
         self._outer: ssl.SSLContext | None = None
         self._server: asyncio.Server | None = None
         self._metrics_server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        self._downstreams: set[_Downstream] = set()
+        self._connections: set[asyncio.Task[Any]] = set()  # metrics listener connections
         self._refresher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._gateway_uri = ""
+        self._ids = _RequestIds()
+        self._cert_hashes: dict[bytes, str] = {}
+        # deferred metric recorders (GatewayMetrics.fast_*), looked up once per label set
+        self._m_requests: dict[tuple[str, str, str], Any] = {}
+        self._m_request_seconds: dict[str, Any] = {}
+        self._m_lambda: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._functions: dict[LambdaTarget, str] = {}
 
     # -- routes / TLS ------------------------------------------------------------------------
 
@@ -206,13 +708,15 @@ class GatewayServer:
     def update_routes(self, routes: Routes) -> None:
         """Swap routes and TLS contexts; open connections keep what they negotiated."""
         contexts: dict[str, ssl.SSLContext] = {}
+        uris: dict[str, str] = {}
         for sni, route in routes.routes.items():
             ctx = _base_context(routes.roots_pem)
             _load_chain(ctx, route.cert_pem, route.key_pem)
             contexts[sni] = ctx
+            uris[sni] = _route_uri(route)
         if self._outer is not None and routes.roots_pem:
             self._outer.load_verify_locations(cadata=routes.roots_pem)  # additive: new roots only
-        self._contexts, self._routes = contexts, routes
+        self._contexts, self._route_uris, self._routes = contexts, uris, routes
 
     def _sni_callback(self, sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
         ctx = self._contexts.get(server_name) if server_name else None
@@ -230,14 +734,15 @@ class GatewayServer:
     async def start(self) -> None:
         if self._server is not None:
             raise RuntimeError("already started")
+        self._loop = loop = asyncio.get_running_loop()
         await self._credentials.start()
         self.lambda_client = LambdaClient(self._credentials, timeout=self._lambda_timeout, transport=self._transport)
         self._outer = _base_context(self._routes.roots_pem)
         self._outer.sni_callback = self._sni_callback
         self.update_routes(self._routes)
-        self._server = await asyncio.start_server(
-            self._on_connection, self.host, self.port, ssl=self._outer,
-            ssl_handshake_timeout=self.handshake_timeout, limit=MAX_HEADER,
+        self._server = await loop.create_server(
+            lambda: _Downstream(self), self.host, self.port, ssl=self._outer,
+            ssl_handshake_timeout=self.handshake_timeout, reuse_port=self.reuse_port or None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         if self.metrics_port is not None:
@@ -249,7 +754,8 @@ class GatewayServer:
                  len(self._routes.routes), self.metrics_port)
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop accepting, let in-flight requests finish for ``grace`` seconds, then cancel."""
+        """Stop accepting, let in-flight requests finish for ``grace`` seconds, then cancel.
+        Connections waiting for their next request are closed at once."""
         for srv in (self._server, self._metrics_server):
             if srv is not None:
                 srv.close()
@@ -257,12 +763,25 @@ class GatewayServer:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
-        if self._connections:
-            _, pending = await asyncio.wait(set(self._connections), timeout=grace)
+        for d in list(self._downstreams):
+            if not d.busy:
+                d._close()
+        tasks: set[asyncio.Future[Any]] = set(self._connections)
+        for d in self._downstreams:
+            if d.task is not None:
+                tasks.add(d.task)
+            elif d.busy:  # a callback-driven exchange in flight
+                if d.done_waiter is None:
+                    d.done_waiter = self._loop.create_future()
+                tasks.add(d.done_waiter)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=grace)
+        for d in list(self._downstreams):
+            d._close()
         for srv in (self._server, self._metrics_server):
             if srv is not None:
                 with contextlib.suppress(Exception):
@@ -293,26 +812,23 @@ class GatewayServer:
 
     # -- connections -------------------------------------------------------------------------
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        self.metrics.connections.inc()
-        self.metrics.connections_active.inc()
-        try:
-            await self._serve(reader, writer)
-        except (ConnectionError, ssl.SSLError, TimeoutError, _ClientGone, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # noqa: BLE001
-            log.exception("gateway connection failed")
-        finally:
-            self.metrics.connections_active.dec()
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+    def _peer(self, sslobj: Any) -> _Peer:
+        """Everything about a new connection that holds for all its requests."""
+        sni = getattr(sslobj, SNI_ATTR, None) if sslobj is not None else None
+        route = self._routes.get(sni)
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        caller, caller_uri, rejection = self._identify(der)
+        if der:
+            cert_hash = self._cert_hashes.get(der)
+            if cert_hash is None:
+                if len(self._cert_hashes) >= 4096:
+                    self._cert_hashes.clear()
+                cert_hash = self._cert_hashes[der] = hashlib.sha256(der).hexdigest()
+        else:
+            cert_hash = ""
+        gateway_uri = "" if route is None else self._route_uris.get(route.sni) or _route_uri(route)
+        xfcc = f"By={gateway_uri};Hash={cert_hash};URI={caller_uri}"
+        return _Peer(route, caller, caller_uri, rejection, xfcc, str(route.destination) if route is not None else "")
 
     def _identify(self, der: bytes | None) -> tuple[ServiceName | None, str, str]:
         """(caller, its SPIFFE URI, rejection reason)."""
@@ -329,21 +845,17 @@ class GatewayServer:
             return None, ident.uri, f"client identity {ident.uri} is not a service identity"
         return ServiceName(svc.service, svc.namespace, svc.partition), ident.uri, ""
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sslobj = writer.get_extra_info("ssl_object")
-        sni = getattr(sslobj, SNI_ATTR, None) if sslobj is not None else None
-        route = self._routes.get(sni)
-        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
-        caller, caller_uri, rejection = self._identify(der)
-        cert_hash = hashlib.sha256(der).hexdigest() if der else ""
-        gateway_uri = _route_uri(route)
+    async def _serve_h11(self, d: _Downstream, reader: asyncio.StreamReader) -> None:
+        """The h11 loop, for connections that sent something outside the common shape."""
+        peer = d.peer
+        assert peer is not None
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER)
         while True:
             try:
                 event = await self._next_event(conn, reader, self.idle_timeout)
             except h11.RemoteProtocolError as e:
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await self._send(conn, writer, _text(e.error_status_hint, f"bad request: {e}", close=True), False)
+                    await self._send(conn, d, _text(e.error_status_hint, f"bad request: {e}", close=True), False)
                 return
             if isinstance(event, (h11.ConnectionClosed, h11.EndOfMessage)) or event is h11.PAUSED:
                 return
@@ -354,19 +866,18 @@ class GatewayServer:
             target = event.target.decode("latin-1")
             headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in event.headers]
             try:
-                body = await self._read_body(conn, reader, writer)
+                body = await self._read_body(conn, reader, d)
             except _BodyTooLarge:
                 resp = _text(413, "request body too large", close=True)
             except h11.RemoteProtocolError as e:
                 resp = _text(400, f"bad request: {e}", close=True)
             else:
-                if rejection:
-                    resp = _text(403, rejection, close=True, decision="deny")
+                if peer.rejection:
+                    resp = _text(403, peer.rejection, close=True, decision="deny")
                 else:
-                    resp = await self._handle(route, caller, method, target, headers, body,
-                                              gateway_uri, caller_uri, cert_hash)
-            await self._send(conn, writer, resp, method == "HEAD")
-            self._record(route, caller, caller_uri, method, target, resp, time.perf_counter() - started)
+                    resp = await self._handle(peer, method, target, headers, body)
+            await self._send(conn, d, resp, method == "HEAD")
+            self._record(peer, method, target, resp, time.perf_counter() - started)
             if resp.close or conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
                 return
             try:
@@ -385,7 +896,7 @@ class GatewayServer:
                 raise _ClientGone() from None
             conn.receive_data(data)
 
-    async def _read_body(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    async def _read_body(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: Any) -> bytes:
         if conn.they_are_waiting_for_100_continue:
             writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
         chunks: list[bytes] = []
@@ -402,9 +913,8 @@ class GatewayServer:
             else:
                 raise _ClientGone()
 
-    async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter, resp: _Response, head: bool) -> None:
-        headers = [(n, v) for n, v in resp.headers if n.lower() not in ("content-length", "connection",
-                                                                       "transfer-encoding")]
+    def _frame_h11(self, conn: h11.Connection, resp: _Response, head: bool) -> bytes:
+        headers = [(n, v) for n, v in resp.headers if n.lower() not in _FRAMING]
         no_body = head or resp.status in (204, 304) or resp.status < 200
         if resp.status not in (204, 304):
             headers.append(("content-length", str(len(resp.body))))
@@ -422,39 +932,140 @@ class GatewayServer:
         except h11.LocalProtocolError:
             log.exception("cannot frame response")
             raise _ClientGone() from None
-        writer.write(data)
+        return data
+
+    async def _send(self, conn: h11.Connection, writer: Any, resp: _Response, head: bool) -> None:
+        writer.write(self._frame_h11(conn, resp, head))
         await writer.drain()
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def _handle(
-        self, route: Route | None, caller: ServiceName | None, method: str, target: str,
-        headers: list[tuple[str, str]], body: bytes, gateway_uri: str, caller_uri: str, cert_hash: str,
-    ) -> _Response:
-        try:
-            norm = normalize_request_target(target)
-        except PathError as e:
-            return _text(400, f"bad request: {e}")
+    def _dispatch(self, d: _Downstream, req: _Request) -> None:
+        """Answer one request of the common shape without a task when possible: early answers
+        (403, 307, 400...) on the spot, a Lambda call on an idle pooled connection by callbacks.
+        Anything else is awaited in a task; both end in :meth:`_complete`."""
+        started = time.perf_counter()
+        peer = d.peer
+        assert peer is not None
+        if peer.rejection:
+            self._complete(d, req, _text(403, peer.rejection, close=True, decision="deny"), started)
+            return
+        prepared = self._prepare(peer, req.method, req.target, req.headers)
+        if type(prepared) is _Response:
+            self._complete(d, req, prepared, started)
+            return
+        tgt, path, fwd = prepared  # type: ignore[misc]
+        if type(tgt) is LambdaTarget and self.lambda_client is not None:
+            payload = req.body if tgt.payload_passthrough else jsonize_request(req.method, path, fwd, req.body)
+            t0 = time.perf_counter()
+
+            def invoked(result: InvokeResult) -> None:
+                try:
+                    resp = self._lambda_result(tgt, result, time.perf_counter() - t0)
+                    resp.decision = "allow"
+                    self._complete(d, req, resp, started)
+                except Exception as exc:  # noqa: BLE001
+                    d.fail(exc)
+
+            if self.lambda_client.invoke_nowait(tgt, payload, invoked):
+                return
+            d.run(d.answer(req, started, self._invoke_payload(tgt, payload)))
+            return
+        d.run(d.answer(req, started, self._target(tgt, req.method, path, fwd, req.body)))
+
+    def _complete(self, d: _Downstream, req: _Request, resp: _Response, started: float,
+                  wait: bool = False) -> Any:
+        """Send the answer to a request read by the fast parser, record it, take the next.
+        With ``wait`` (from a task) returns an awaitable that also waits for the send buffer
+        to drain; without, a full send buffer is drained in a task before the next request."""
+        if d.closed:
+            return _DONE if wait else None  # the caller left: nothing to send, nothing recorded
+        data = _frame_fast(resp, req.head)
+        if data is None:
+            data = self._frame_h11(_replayed_h11(req.method), resp, req.head)
+        transport = d.transport
+        assert transport is not None
+        if type(data) is tuple:
+            transport.write(data[0])
+            transport.write(data[1])
+        else:
+            transport.write(data)  # type: ignore[arg-type]
+        if d.paused:
+            finish = self._finish_after_drain(d, req, resp, started)
+            if wait:
+                return finish
+            d.run(finish)
+            return None
+        self._finish(d, req, resp, started)
+        return _DONE if wait else None
+
+    async def _finish_after_drain(self, d: _Downstream, req: _Request, resp: _Response, started: float) -> None:
+        await d.drain()
+        self._finish(d, req, resp, started)
+
+    def _finish(self, d: _Downstream, req: _Request, resp: _Response, started: float) -> None:
+        assert d.peer is not None
+        self._record(d.peer, req.method, req.target, resp, time.perf_counter() - started)
+        if resp.close:
+            d._close()
+            return
+        d.done()
+
+    def _prepare(self, peer: _Peer, method: str, target: str,
+                 headers: list[tuple[str, str]]) -> _Response | tuple[Any, str, list[tuple[str, str]]]:
+        """Everything before the upstream call: an early answer, or (target, path, forwarded
+        headers) for an allowed request."""
+        norm = _normalize(target)
+        if type(norm) is not NormalizedPath:
+            return _text(400, f"bad request: {norm}")
         if norm.redirect:
             return _Response(307, [("location", norm.target)], b"", decision="none")
+        route, caller = peer.route, peer.caller
         if route is None or caller is None:
             return _text(503, "no route for this server name", close=True)
-        authority = next((v for n, v in headers if n == "host"), "")
-        pseudo = [(":authority", authority), (":method", method), (":path", norm.target), (":scheme", "https")]
-        decision = self.engine.decide(caller, route.destination, HTTPRequest.from_pairs(method, norm.target,
-                                                                                       pseudo + headers))
+        path = norm.target
+        # HTTPRequest.from_pairs(method, path, pseudo + headers), built in the same pass as
+        # the forwarded headers (header names are lower-case tokens: no ":" collisions)
+        authority = None
+        joined: dict[str, str] = {}
+        fwd: list[tuple[str, str]] = []
+        has_request_id = False
+        for n, v in headers:
+            if n in joined:
+                joined[n] = f"{joined[n]},{v}"
+            else:
+                joined[n] = v
+            if n == "host":
+                if authority is None:
+                    authority = v
+            elif n == "x-forwarded-client-cert" or n == "x-forwarded-proto":
+                continue
+            elif n == "x-request-id":
+                has_request_id = True
+            fwd.append((n, v))
+        joined = {":authority": authority or "", ":method": method, ":path": path, ":scheme": "https", **joined}
+        decision = self.engine.decide(caller, route.destination, HTTPRequest(method, path, joined))
         if not decision.allowed:
             return _text(403, decision.reason, decision="deny", detail=decision.reason)
-        fwd = [(n, v) for n, v in headers if n not in ("x-forwarded-client-cert", "x-forwarded-proto")]
-        if not any(n == "x-request-id" for n, _ in fwd):
-            fwd.append(("x-request-id", str(uuid.uuid4())))
+        if not has_request_id:
+            fwd.append(("x-request-id", self._ids.next()))
         fwd.append(("x-forwarded-proto", "https"))
-        fwd.append(("x-forwarded-client-cert", f"By={gateway_uri};Hash={cert_hash};URI={caller_uri}"))
-        tgt = route.target
+        fwd.append(("x-forwarded-client-cert", peer.xfcc))
+        return route.target, path, fwd
+
+    async def _handle(self, peer: _Peer, method: str, target: str, headers: list[tuple[str, str]],
+                      body: bytes) -> _Response:
+        prepared = self._prepare(peer, method, target, headers)
+        if type(prepared) is _Response:
+            return prepared
+        tgt, path, fwd = prepared  # type: ignore[misc]
+        return await self._target(tgt, method, path, fwd, body)
+
+    async def _target(self, tgt: Any, method: str, path: str, fwd: list[tuple[str, str]], body: bytes) -> _Response:
         if isinstance(tgt, LambdaTarget):
-            resp = await self._invoke(tgt, method, norm.target, fwd, body)
+            resp = await self._invoke(tgt, method, path, fwd, body)
         elif isinstance(tgt, HTTPUpstream):
-            resp = await self._proxy(tgt, method, norm.target, fwd, body)
+            resp = await self._proxy(tgt, method, path, fwd, body)
         else:
             resp = _text(503, "no upstream for this service")
         resp.decision = "allow"
@@ -462,14 +1073,31 @@ class GatewayServer:
 
     async def _invoke(self, target: LambdaTarget, method: str, path: str, headers: list[tuple[str, str]],
                       body: bytes) -> _Response:
-        assert self.lambda_client is not None
         payload = body if target.payload_passthrough else jsonize_request(method, path, headers, body)
+        return await self._invoke_payload(target, payload)
+
+    async def _invoke_payload(self, target: LambdaTarget, payload: bytes) -> _Response:
+        assert self.lambda_client is not None
         t0 = time.perf_counter()
         result = await self.lambda_client.invoke(target, payload)
-        self.metrics.lambda_seconds.labels(target.function).observe(time.perf_counter() - t0)
-        self.metrics.lambda_invocations.labels(target.function, result.outcome.value).inc()
+        resp = self._lambda_result(target, result, time.perf_counter() - t0)
+        resp.decision = "allow"
+        return resp
+
+    def _lambda_result(self, target: LambdaTarget, result: InvokeResult, elapsed: float) -> _Response:
+        function = self._functions.get(target)
+        if function is None:
+            function = self._functions[target] = target.function
+        children = self._m_lambda.get((function, result.outcome.value))
+        if children is None:
+            m = self.metrics
+            children = self._m_lambda[(function, result.outcome.value)] = (
+                m.fast_histogram(m.lambda_seconds, function),
+                m.fast_counter(m.lambda_invocations, function, result.outcome.value))
+        children[0].observe(elapsed)
+        children[1].inc()
         resp = self._lambda_response(target, result)
-        resp.function = target.function
+        resp.function = function
         return resp
 
     @staticmethod
@@ -518,21 +1146,32 @@ class GatewayServer:
         hdrs = [(n, v) for n, v in r.headers.multi_items() if n.lower() not in _HOP_BY_HOP]
         return _Response(r.status_code, hdrs, r.content)
 
-    def _record(self, route: Route | None, caller: ServiceName | None, caller_uri: str, method: str, target: str,
-                resp: _Response, elapsed: float) -> None:
-        dest = str(route.destination) if route is not None else ""
-        self.metrics.requests.labels(dest, resp.decision, str(resp.status)).inc()
-        self.metrics.request_seconds.labels(dest).observe(elapsed)
-        access_log.info(
-            "caller=%s dest=%s method=%s path=%s decision=%s function=%s status=%d latency_ms=%.1f%s",
-            caller if caller is not None else (caller_uri or "-"), dest or "-", method, target[:512],
-            resp.decision, resp.function or "-", resp.status, elapsed * 1000,
-            f" detail={resp.detail!r}" if resp.detail else "",
-        )
+    def _record(self, peer: _Peer, method: str, target: str, resp: _Response, elapsed: float) -> None:
+        dest = peer.dest
+        key = (dest, resp.decision, str(resp.status))
+        counter = self._m_requests.get(key)
+        if counter is None:
+            counter = self._m_requests[key] = self.metrics.fast_counter(self.metrics.requests, *key)
+        counter.inc()
+        histogram = self._m_request_seconds.get(dest)
+        if histogram is None:
+            histogram = self._m_request_seconds[dest] = self.metrics.fast_histogram(self.metrics.request_seconds, dest)
+        histogram.observe(elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            caller = peer.caller
+            access_log.info(
+                "caller=%s dest=%s method=%s path=%s decision=%s function=%s status=%d latency_ms=%.1f%s",
+                caller if caller is not None else (peer.caller_uri or "-"), dest or "-", method, target[:512],
+                resp.decision, resp.function or "-", resp.status, elapsed * 1000,
+                f" detail={resp.detail!r}" if resp.detail else "",
+            )
 
     # -- metrics listener --------------------------------------------------------------------
 
     async def _on_metrics(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER)
         try:
             event = await self._next_event(conn, reader, 10.0)
@@ -548,24 +1187,36 @@ class GatewayServer:
         except (ConnectionError, _ClientGone, h11.ProtocolError):
             pass
         finally:
+            if task is not None:
+                self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+_ROUTE_URIS: dict[str, str] = {}
 
 
 def _route_uri(route: Route | None) -> str:
     """The SPIFFE URI of the leaf presented for this route (XFCC ``By``)."""
     if route is None:
         return ""
+    hit = _ROUTE_URIS.get(route.cert_pem)
+    if hit is not None:
+        return hit
     try:
         from cryptography import x509
 
         cert = x509.load_pem_x509_certificate(route.cert_pem.encode())
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-        return uris[0] if uris else ""
+        uri = uris[0] if uris else ""
     except Exception:  # noqa: BLE001
-        return ""
+        uri = ""
+    if len(_ROUTE_URIS) >= 1024:
+        _ROUTE_URIS.clear()
+    _ROUTE_URIS[route.cert_pem] = uri
+    return uri
 
 
 def _retry_after_from_body(body: bytes) -> str | None:
@@ -599,7 +1250,7 @@ async def serve_gateway(
     ``cp_or_source`` is a ``ControlPlane`` (routes built from ``gateway_name``'s linked
     services and refreshed every ``refresh_interval`` seconds; the CA's verifier and the
     control plane's engine are used) or a :class:`Routes` (then ``verifier`` and
-    ``engine`` are required).
+    ``engine`` are required). ``options`` go to :class:`GatewayServer` (``reuse_port``...).
     """
     host, port = _split_hostport(listen)
     mhost, mport = _split_hostport(metrics_listen) if metrics_listen else ("127.0.0.1", None)
@@ -630,11 +1281,26 @@ async def serve_gateway(
 
 
 def run_gateway(*args: Any, **kwargs: Any) -> None:
-    """Blocking entry point for the CLI: ``serve_gateway`` on uvloop when available."""
+    """Blocking entry point for the CLI: ``serve_gateway`` on uvloop when available.
+
+    SIGTERM (and SIGINT) stop it gracefully: no new connections, in-flight requests get
+    ``stop``'s grace period, idle keep-alive connections are closed at once."""
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve_gateway(*args, **kwargs)
+
     try:
         import uvloop
     except ImportError:  # pragma: no cover
-        asyncio.run(serve_gateway(*args, **kwargs))
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(main())
         return
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(serve_gateway(*args, **kwargs))
+        uvloop.run(main())

@@ -100,25 +100,36 @@ def query_string_parameters(target: str) -> dict[str, str]:
 
 
 HOP_BY_HOP = ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te")
+_HOP = frozenset(HOP_BY_HOP)
+# json.dumps(doc, separators=(",", ":"), ensure_ascii=False), without building an encoder per call
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def jsonize_request(method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes) -> bytes:
     """The Envoy JSON envelope for one request (``target`` = normalized path + query)."""
+    items = [(name.lower(), value) for name, value in headers]
     # hop-by-hop headers (and any the Connection header names) end at this hop, as in Envoy's
     # HTTP/1 codec: the function never sees them
-    hop = set(HOP_BY_HOP)
-    for name, value in headers:
-        if name.lower() == "connection":
+    hop: frozenset[str] | set[str] = _HOP
+    content_type: str | None = None
+    transfer_encoding: str | None = None
+    for lname, value in items:
+        if lname == "connection":
+            hop = set(hop)
             hop.update(token.strip().lower() for token in value.split(","))
+        elif lname == "content-type":
+            if content_type is None:
+                content_type = value
+        elif lname == "transfer-encoding" and transfer_encoding is None:
+            transfer_encoding = value
     joined: dict[str, str] = {}
-    for name, value in headers:
-        lname = name.lower()
-        if lname.startswith(":") or lname == "host" or lname in hop:
+    for lname, value in items:
+        if lname[:1] == ":" or lname == "host" or lname in hop:
             continue
         joined[lname] = f"{joined[lname]},{value}" if lname in joined else value
     if not body:  # Envoy sets no body at all when there is none: never "base64 of nothing"
         text, b64 = "", False
-    elif is_textual(headers):
+    elif _textual(content_type, transfer_encoding):
         text, b64 = body.decode("utf-8", "replace"), False
     else:
         text, b64 = base64.b64encode(body).decode("ascii"), True
@@ -126,11 +137,21 @@ def jsonize_request(method: str, target: str, headers: Sequence[tuple[str, str]]
         "raw_path": target,
         "method": method,
         "headers": joined,
-        "query_string_parameters": query_string_parameters(target),
+        "query_string_parameters": query_string_parameters(target) if "?" in target else {},
         "body": text,
         "is_base64_encoded": b64,
     }
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _ENCODER.encode(doc).encode("utf-8")
+
+
+def _textual(content_type: str | None, transfer_encoding: str | None) -> bool:
+    """is_textual on the first content-type and transfer-encoding values."""
+    if transfer_encoding is not None and transfer_encoding.lower() != "identity":
+        return False
+    if content_type is None:
+        return False
+    ct = content_type.lower()
+    return ct in _TEXTUAL_EXACT or ct.startswith("text/")
 
 
 @dataclass
@@ -147,19 +168,28 @@ def _field(doc: dict[str, Any], snake: str, camel: str) -> Any:
     return doc.get(camel)
 
 
+def _loads(payload: bytes) -> Any:
+    # json.loads(bytes) detects the encoding first; a body that starts with "{" and a
+    # non-NUL byte is UTF-8 to it, decoded with "surrogatepass" exactly as here
+    if payload[:1] == b"{" and payload[1:2] != b"\x00":
+        return json.loads(payload.decode("utf-8", "surrogatepass"))
+    return json.loads(payload)
+
+
 def dejsonize_response(upstream_headers: Iterable[tuple[str, str]], payload: bytes) -> TransformedResponse:
     """Envoy's ``dejsonizeResponse`` on a 200 without ``x-amz-function-error``."""
     try:
-        doc = json.loads(payload)
+        doc = _loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidFunctionResponse(f"function result is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise InvalidFunctionResponse("function result is not a JSON object")
-    status = _field(doc, "status_code", "statusCode")
-    fheaders = _field(doc, "headers", "headers")
-    cookies = _field(doc, "cookies", "cookies")
-    body = _field(doc, "body", "body")
-    b64 = _field(doc, "is_base64_encoded", "isBase64Encoded")
+    # _field(doc, snake, camel), inlined: the proto name first, then the lowerCamel json_name
+    status = doc["status_code"] if "status_code" in doc else doc.get("statusCode")
+    fheaders = doc.get("headers")
+    cookies = doc.get("cookies")
+    body = doc.get("body")
+    b64 = doc["is_base64_encoded"] if "is_base64_encoded" in doc else doc.get("isBase64Encoded")
     if status is None:
         status = 0
     if isinstance(status, str) and status.strip().lstrip("-").isdigit():
@@ -189,14 +219,19 @@ def dejsonize_response(upstream_headers: Iterable[tuple[str, str]], payload: byt
     for name, value in upstream_headers:
         lname = name.lower()
         if lname not in _HOP_BY_HOP:
-            headers.setdefault(lname, []).append(value)
+            values = headers.get(lname)
+            if values is None:
+                headers[lname] = [value]
+            else:
+                values.append(value)
     headers["content-type"] = ["application/json"]
     for name, value in fheaders.items():
-        if not name or name.startswith(":"):
+        if not name or name[0] == ":":
             continue
         headers[name.lower()] = [value]
     out = [(n, v) for n, values in headers.items() for v in values]
-    out.extend(("set-cookie", c) for c in cookies)
+    if cookies:
+        out.extend(("set-cookie", c) for c in cookies)
     if b64 and body:
         try:
             data = base64.b64decode(body)
