@@ -549,3 +549,17 @@ def test_strict_profile_never_takes_the_leaf_step(pki: PKI) -> None:
     v = _warmed(pki, x509_strict=True)
     v.verify(make_leaf(pki.ica, WEB).chain_der())
     assert v.leaf_steps == 0
+
+
+def test_cert_layout_slices_match_the_parser(pki: PKI) -> None:
+    """The leaf step signs over the raw slices: they must be exactly cryptography's."""
+    from gateway.identity.issuers import cert_layout
+
+    for c in (make_leaf(pki.ica, WEB), make_leaf(pki.ca, WEB, cn=None), pki.ica, pki.ca,
+              make_leaf(make_ca("example.org", cn="RSA", key=make_key(kind="rsa")), WEB)):
+        layout = cert_layout(c.der)
+        assert layout is not None
+        assert layout.tbs == c.cert.tbs_certificate_bytes
+        assert layout.signature == c.cert.signature
+        assert layout.issuer == c.cert.issuer.public_bytes()
+    assert cert_layout(pki.ca.der + b"\x00") is None  # trailing garbage: not laid out as a certificate

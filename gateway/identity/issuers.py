@@ -84,6 +84,8 @@ class CertLayout:
     issuer_content: tuple[int, int]
     subject_content: tuple[int, int]
     outer_algorithm: bytes  # Certificate.signatureAlgorithm TLV
+    tbs: bytes  # the TBSCertificate TLV: what the signature covers
+    signature: bytes  # signatureValue's bits (a whole number of octets)
 
 
 def der_tlv(buf: bytes, i: int) -> tuple[int, int, int]:
@@ -104,8 +106,8 @@ def cert_layout(der: bytes) -> CertLayout | None:
     """Where the names and signature algorithms sit in ``der``; None if it is not laid out as
     a certificate (the caller then uses the parsed objects)."""
     try:
-        tag, i, _ = der_tlv(der, 0)  # Certificate
-        tag2, i, tbs_end = der_tlv(der, i)  # TBSCertificate
+        tag, tbs_start, _ = der_tlv(der, 0)  # Certificate
+        tag2, i, tbs_end = der_tlv(der, tbs_start)  # TBSCertificate
         if tag != 0x30 or tag2 != 0x30:
             return None
         if der[i] == 0xA0:  # [0] version
@@ -131,9 +133,13 @@ def cert_layout(der: bytes) -> CertLayout | None:
         tag, _, outer_end = der_tlv(der, tbs_end)  # signatureAlgorithm
         if tag != 0x30:
             return None
+        tag, s_sig, e_sig = der_tlv(der, outer_end)  # signatureValue BIT STRING
+        if tag != 0x03 or e_sig != len(der) or e_sig <= s_sig or der[s_sig] != 0:
+            return None
     except (IndexError, ValueError):
         return None
-    return CertLayout(inner, der[issuer_start:e_issuer], (s_issuer, e_issuer), (s_subject, e_subject), der[tbs_end:outer_end])
+    return CertLayout(inner, der[issuer_start:e_issuer], (s_issuer, e_issuer), (s_subject, e_subject),
+                      der[tbs_end:outer_end], der[tbs_start:tbs_end], der[s_sig + 1 : e_sig])
 
 
 def issuer_key(leaf: x509.Certificate, trust_domain: str, intermediates: tuple[bytes, ...], layout: CertLayout) -> IssuerKey | None:
@@ -202,9 +208,9 @@ def leaf_step(
     key = issuer.public_key
     try:
         if oid in _ECDSA and isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(leaf.signature, leaf.tbs_certificate_bytes, _ECDSA[oid])
+            key.verify(layout.signature, layout.tbs, _ECDSA[oid])
         elif oid in _RSA_PKCS1 and isinstance(key, rsa.RSAPublicKey):
-            key.verify(leaf.signature, leaf.tbs_certificate_bytes, padding.PKCS1v15(), _RSA_PKCS1[oid])
+            key.verify(layout.signature, layout.tbs, padding.PKCS1v15(), _RSA_PKCS1[oid])
         else:
             return None
     except (InvalidSignature, ValueError):
