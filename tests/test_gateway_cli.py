@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from gateway.awslambda.local import run_in_thread
 from gateway.awslambda.sigv4 import Credentials
 from gateway.identity.sni import service_sni
 from tests.support.envoy import free_port
+from tests.support.pki import leaf_client_context
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,14 +52,8 @@ def test_native_gateway_process_follows_the_servers_changes(start_server: Any, t
                                  "--listen", f"127.0.0.1:{gw_port}", "--metrics-listen", f"127.0.0.1:{free_port()}",
                                  "--data-dir", str(data)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            leaf = api.get("/v1/agent/connect/ca/leaf/api").json()
-            roots = api.get("/v1/connect/ca/roots").json()
-            (tmp_path / "leaf.pem").write_text(leaf["CertPEM"])
-            (tmp_path / "key.pem").write_text(leaf["PrivateKeyPEM"])
-            ctx = ssl.create_default_context(cadata="".join(r["RootCert"] for r in roots["Roots"]))
-            ctx.check_hostname = False
-            ctx.load_cert_chain(tmp_path / "leaf.pem", tmp_path / "key.pem")
-            sni = service_sni("authentication", None, "default", "default", "dc1", roots["TrustDomain"])
+            ctx, trust_domain = leaf_client_context(api, "api", tmp_path)
+            sni = service_sni("authentication", None, "default", "default", "dc1", trust_domain)
 
             def call() -> int:
                 try:

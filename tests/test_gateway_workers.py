@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from gateway.cli.client import CLIError
 from gateway.cli.gateway_cmd import parse_workers
 from gateway.identity.sni import service_sni
 from tests.support.envoy import free_port
+from tests.support.pki import leaf_client_context
 
 ROOT = Path(__file__).resolve().parent.parent
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:authentication"
@@ -113,18 +113,12 @@ def stack(start_server: Any, tmp_path: Path) -> Any:
         api.put("/v1/config", json={"Kind": "terminating-gateway", "Name": "tgw", "Services": [{"Name": "authentication"}]})
         api.put("/v1/connect/intentions/exact", params={"source": "api", "destination": "authentication"},
                 json={"Action": "allow"})
-        leaf = api.get("/v1/agent/connect/ca/leaf/api").json()
-        roots = api.get("/v1/connect/ca/roots").json()
-        (tmp_path / "leaf.pem").write_text(leaf["CertPEM"])
-        (tmp_path / "key.pem").write_text(leaf["PrivateKeyPEM"])
-        ctx = ssl.create_default_context(cadata="".join(r["RootCert"] for r in roots["Roots"]))
-        ctx.check_hostname = False
-        ctx.load_cert_chain(tmp_path / "leaf.pem", tmp_path / "key.pem")
+        ctx, trust_domain = leaf_client_context(api, "api", tmp_path)
         env = {**os.environ, "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key,
                "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL_LAMBDA": lam.endpoint_url}
         yield {
             "data": data, "port": gw_port, "ctx": ctx, "env": env, "lam": lam,
-            "sni": service_sni("authentication", None, "default", "default", "dc1", roots["TrustDomain"]),
+            "sni": service_sni("authentication", None, "default", "default", "dc1", trust_domain),
         }
 
 

@@ -135,7 +135,25 @@ def default_ssl_context() -> ssl.SSLContext:
     return ctx
 
 
-class _Conn(asyncio.Protocol):
+class FlowControl(asyncio.Protocol):
+    """Write flow control for a protocol: ``paused`` while the transport's buffer is above its
+    high-water mark; ``drain_waiter``, if a writer waits, is released when it drains."""
+
+    __slots__ = ()
+    paused: bool
+    drain_waiter: asyncio.Future[None] | None
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _Conn(FlowControl):
     """One upstream connection: received bytes are buffered; a waiter is woken on each."""
 
     __slots__ = ("transport", "buf", "waiter", "eof", "lost", "exc", "idle_since", "paused", "drain_waiter",
@@ -186,15 +204,6 @@ class _Conn(asyncio.Protocol):
         self.exc = exc
         self._wake()
         waiter = self.closed_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
@@ -419,6 +428,16 @@ class _Pending:
         self.done(ReadTimeout(_PHASE_NAMES[ReadTimeout]))
 
 
+def _write_request(transport: asyncio.Transport, head: bytes, body: bytes) -> None:
+    """One write for a request of usual size (one segment on the wire); a big body is not
+    copied onto the head."""
+    if body and len(body) > _BIG_BODY:
+        transport.write(head)
+        transport.write(body)
+    else:
+        transport.write(head + body if body else head)
+
+
 class HTTP1Pool:
     def __init__(
         self,
@@ -609,11 +628,7 @@ class HTTP1Pool:
         transport = conn.transport
         assert transport is not None
         try:
-            if body and len(body) > _BIG_BODY:
-                transport.write(head)
-                transport.write(body)
-            else:
-                transport.write(head + body if body else head)
+            _write_request(transport, head, body)
         except (OSError, ssl.SSLError, RuntimeError):
             self._active.discard(conn)
             conn.close()
@@ -696,11 +711,7 @@ class HTTP1Pool:
         transport = conn.transport
         assert transport is not None
         try:
-            if body and len(body) > _BIG_BODY:
-                transport.write(head)
-                transport.write(body)
-            else:
-                transport.write(head + body if body else head)
+            _write_request(transport, head, body)
         except (OSError, ssl.SSLError, RuntimeError) as exc:
             self._active.discard(conn)
             conn.close()

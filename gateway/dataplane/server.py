@@ -71,6 +71,7 @@ from gateway.dataplane.lambda_client import (
     LambdaTarget,
     StaticCredentialProvider,
 )
+from gateway.dataplane.http1 import FlowControl
 from gateway.dataplane.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.dataplane.pathnorm import NormalizedPath, PathError, normalize_request_target
 from gateway.dataplane.routes import Route, Routes, routes_from_control_plane
@@ -337,7 +338,7 @@ class _Peer:
     dest: str  # metric/log label of the route's destination ("" without a route)
 
 
-class _Downstream(asyncio.Protocol):
+class _Downstream(FlowControl):
     """One downstream connection (TLS done when ``connection_made`` runs).
 
     Requests are parsed here and handed to :meth:`GatewayServer._dispatch` one at a time:
@@ -421,15 +422,6 @@ class _Downstream(asyncio.Protocol):
         for waiter in (self.drain_waiter, self.closed_waiter, self.done_waiter):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     # -- helpers ------------------------------------------------------------------------------
 

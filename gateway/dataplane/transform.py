@@ -75,12 +75,7 @@ def is_textual(headers: Iterable[tuple[str, str]]) -> bool:
             content_type = value
         elif lname == "transfer-encoding" and transfer_encoding is None:
             transfer_encoding = value
-    if transfer_encoding is not None and transfer_encoding.lower() != "identity":
-        return False
-    if content_type is None:
-        return False
-    ct = content_type.lower()
-    return ct in _TEXTUAL_EXACT or ct.startswith("text/")
+    return _textual(content_type, transfer_encoding)
 
 
 def query_string_parameters(target: str) -> dict[str, str]:

@@ -20,8 +20,11 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import itertools
+import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -394,3 +397,16 @@ def _trust_domain_of(c: Cert) -> str | None:
         if uri.startswith("spiffe://"):
             return uri[len("spiffe://") :].split("/", 1)[0]
     return None
+
+
+def leaf_client_context(api: Any, service: str, directory: Path) -> tuple[ssl.SSLContext, str]:
+    """A client TLS context with ``service``'s leaf from a running server's API (``httpx``
+    client), trusting the server's roots; and the trust domain."""
+    leaf = api.get(f"/v1/agent/connect/ca/leaf/{service}").json()
+    roots = api.get("/v1/connect/ca/roots").json()
+    (directory / "leaf.pem").write_text(leaf["CertPEM"])
+    (directory / "key.pem").write_text(leaf["PrivateKeyPEM"])
+    ctx = ssl.create_default_context(cadata="".join(r["RootCert"] for r in roots["Roots"]))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(directory / "leaf.pem", directory / "key.pem")
+    return ctx, roots["TrustDomain"]
