@@ -135,6 +135,22 @@ class Env:
         return service_sni(service, None, "default", "default", DC, self.td)
 
 
+def gateway_on_fixed_routes(targets: dict[str, LambdaTarget], root: Any, root_key: Any,
+                            intentions: list[dict[str, Any]], **options: Any) -> GatewayServer:
+    """A gateway (not started) serving each target under its service's SNI with a leaf from
+    ``root``, enforcing ``intentions`` with default deny, trusting ``root`` only."""
+    td = root.trust_domain
+    routes: dict[str, Route] = {}
+    for name, target in targets.items():
+        sni = service_sni(name, None, "default", "default", DC, td)
+        cert, key = generate_leaf(root.root_cert_pem, root_key, ServiceID(td, "default", DC, name).uri)
+        routes[sni] = Route(sni, ServiceName(name), cert, key, target)
+    engine = IntentionEngine(default_allow=False)
+    engine.load(intentions)
+    verifier = Verifier([TrustBundle.from_pem(td, root.root_cert_pem)])
+    return GatewayServer(Routes(routes, root.root_cert_pem, td), verifier, engine, **options)
+
+
 def _client_ctx(roots_pem: str, cert_pem: str, key_pem: str, tmp: Any) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=roots_pem)
     ctx.check_hostname = False  # mesh leaves carry a SPIFFE URI, no DNS name
@@ -189,16 +205,7 @@ async def make_env(tmp_path: Any) -> AsyncIterator[Env]:
         "boom": LambdaTarget(FAKE_ARN.format("boom"), REGION, fake_url),
         "hang": LambdaTarget(FAKE_ARN.format("hang"), REGION, fake_url),
     }
-    routes: dict[str, Route] = {}
-    for name, target in targets.items():
-        sni = service_sni(name, None, "default", "default", DC, td)
-        cert, key = leaf(name)
-        routes[sni] = Route(sni, ServiceName(name), cert, key, target)
-    engine = IntentionEngine(default_allow=False)
-    engine.load(INTENTIONS)
-    verifier = Verifier([TrustBundle.from_pem(td, root.root_cert_pem)])
-    gw = GatewayServer(Routes(routes, root.root_cert_pem, td), verifier, engine, credentials=CREDS,
-                       lambda_timeout=1.5)
+    gw = gateway_on_fixed_routes(targets, root, root_key, INTENTIONS, credentials=CREDS, lambda_timeout=1.5)
     await gw.start()
     web_cert, web_key = leaf("web")
     evil_cert, evil_key = leaf("evil")

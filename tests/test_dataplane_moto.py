@@ -24,13 +24,11 @@ import boto3
 import pytest
 
 from gateway.awslambda.sigv4 import Credentials
-from gateway.dataplane import GatewayServer, LambdaTarget, Route, Routes
+from gateway.dataplane import GatewayServer, LambdaTarget
 from gateway.identity.ca import generate_leaf, generate_root
 from gateway.identity.sni import service_sni
 from gateway.identity.spiffe import ServiceID
-from gateway.identity.verify import TrustBundle, Verifier
-from gateway.intentions.engine import IntentionEngine, ServiceName
-from tests.test_dataplane import Client, _client_ctx
+from tests.test_dataplane import Client, _client_ctx, gateway_on_fixed_routes
 from tests.support.moto import set_auth_counter, threaded_moto
 
 REGION = "us-east-1"
@@ -116,16 +114,8 @@ async def _gateway(moto: Moto, creds: Credentials, tmp_path: Any) -> AsyncIterat
         "fn-passthrough": LambdaTarget(ARN, REGION, moto.endpoint, payload_passthrough=True),
         "fn-envelope": LambdaTarget(ARN, REGION, moto.endpoint, payload_passthrough=False),
     }
-    routes: dict[str, Route] = {}
-    for name, target in targets.items():
-        sni = service_sni(name, None, "default", "default", DC, td)
-        cert, key = leaf(name)
-        routes[sni] = Route(sni, ServiceName(name), cert, key, target)
-    engine = IntentionEngine(default_allow=False)
-    engine.load(INTENTIONS)
-    verifier = Verifier([TrustBundle.from_pem(td, root.root_cert_pem)])
-    gw = GatewayServer(Routes(routes, root.root_cert_pem, td), verifier, engine, credentials=creds,
-                       metrics_port=None, lambda_timeout=10.0)
+    gw = gateway_on_fixed_routes(targets, root, root_key, INTENTIONS, credentials=creds, metrics_port=None,
+                                 lambda_timeout=10.0)
     await gw.start()
     web_cert, web_key = leaf("web")
     try:

@@ -10,6 +10,7 @@ import pytest
 from gateway.configentries.service import prepare
 from gateway.intentions.engine import IntentionEngine, ServiceName
 from gateway.intentions.request import HTTPRequest
+from tests.support.consul import PRECEDENCE_ROWS
 
 
 def entry(dest: str, *sources: dict, dest_ns: str = "default") -> dict:
@@ -30,20 +31,6 @@ def engine_with(*entries: dict, default_allow: bool = False) -> IntentionEngine:
 
 
 S = ServiceName
-
-
-# Every row of Consul's precedence table: (source ns, source name, dest ns, dest name) -> precedence.
-PRECEDENCE_ROWS = [
-    (9, ("ns1", "web"), ("ns2", "db")),
-    (8, ("ns1", "*"), ("ns2", "db")),
-    (7, ("*", "*"), ("ns2", "db")),
-    (6, ("ns1", "web"), ("ns2", "*")),
-    (5, ("ns1", "*"), ("ns2", "*")),
-    (4, ("*", "*"), ("ns2", "*")),
-    (3, ("ns1", "web"), ("*", "*")),
-    (2, ("ns1", "*"), ("*", "*")),
-    (1, ("*", "*"), ("*", "*")),
-]
 
 
 @pytest.mark.parametrize("precedence,source,dest", PRECEDENCE_ROWS)

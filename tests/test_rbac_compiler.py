@@ -27,6 +27,7 @@ from gateway.intentions.request import HTTPRequest
 from xds.rbac import compile_rbac, consul_rbac, consul_rbac_size, rbac_size_bytes, spiffe_service_id
 from xds.type.matcher.v3 import cel_pb2 as cel_matcher_pb2
 from xds.type.matcher.v3 import matcher_pb2
+from tests.support.consul import PRECEDENCE_ROWS
 
 TD = "11111111-2222-3333-4444-555555555555.consul"
 DCS = ("dc1",)
@@ -198,19 +199,6 @@ def test_consul_worked_example_intern_trusted_app() -> None:
     assert list(per_ns.matcher_tree.prefix_match_map.map) == [f"spiffe://{TD}/ns/intern/dc/"]
     for caller in (S("trusted-app", "intern"), S("other", "intern"), S("web"), S("x", "y")):
         assert c.allowed(caller) == c.engine_allowed(caller)
-
-
-PRECEDENCE_ROWS = [
-    (9, ("ns1", "web"), ("ns2", "db")),
-    (8, ("ns1", "*"), ("ns2", "db")),
-    (7, ("*", "*"), ("ns2", "db")),
-    (6, ("ns1", "web"), ("ns2", "*")),
-    (5, ("ns1", "*"), ("ns2", "*")),
-    (4, ("*", "*"), ("ns2", "*")),
-    (3, ("ns1", "web"), ("*", "*")),
-    (2, ("ns1", "*"), ("*", "*")),
-    (1, ("*", "*"), ("*", "*")),
-]
 
 
 @pytest.mark.parametrize("precedence,source,dest", PRECEDENCE_ROWS)

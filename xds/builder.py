@@ -4,7 +4,6 @@ as `consul connect envoy -proxy-id` does."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import replace
 from typing import Any
@@ -13,6 +12,7 @@ from gateway.awslambda.config import lambda_config, lambda_endpoint
 from gateway.control import ControlPlane
 from gateway.identity.sni import service_sni
 from gateway.intentions.engine import ServiceName
+from xds.resources.common import is_ip
 from xds.snapshot import (
     HTTP, HTTP_PROTOCOLS, TCP, Endpoint, Inbound, LambdaTarget, Leaf, LinkedService, ProxySnapshot, Upstream,
 )
@@ -53,14 +53,6 @@ def _healthy(cp: ControlPlane, svc: dict[str, Any]) -> bool:
     return not any(
         chk.get("ServiceID") in ("", svc["ID"]) and chk["Status"] == "critical" for chk in cp.state.node_checks(svc["Node"])
     )
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        return False
 
 
 def _endpoints(cp: ControlPlane, instances: list[dict[str, Any]]) -> tuple[Endpoint, ...]:
@@ -155,8 +147,8 @@ def build_snapshot(cp: ControlPlane, node_id: str) -> ProxySnapshot | None:
         linked.append(LinkedService(
             inbound=_inbound(cp, name, lns),
             sni=service_sni(name, None, lns, "default", dc, td),
-            endpoints=tuple(e for e in endpoints if _is_ip(e.address)),
-            hostnames=tuple(sorted({f"{e.address}:{e.port}" for e in endpoints if not _is_ip(e.address)})),
+            endpoints=tuple(e for e in endpoints if is_ip(e.address)),
+            hostnames=tuple(sorted({f"{e.address}:{e.port}" for e in endpoints if not is_ip(e.address)})),
             tls={k: link[k] for k in ("CAFile", "CertFile", "KeyFile", "SNI") if link.get(k)},
         ))
     return ProxySnapshot(**common, linked=tuple(sorted(linked, key=lambda item: item.sni)))

@@ -238,6 +238,29 @@ def _window(not_before: _dt.datetime | None, not_after: _dt.datetime | None, day
     return nb, na
 
 
+def _build_ca(
+    subject: x509.Name,
+    issuer_name: x509.Name,
+    key: PrivateKey,
+    signing_key: PrivateKey,
+    not_before: _dt.datetime,
+    not_after: _dt.datetime,
+    ca: bool | None,
+    path_length: int | None,
+    key_usage: Iterable[str] | None,
+    uri_sans: Sequence[str],
+    ski: bool,
+    name_constraints: x509.NameConstraints | None,
+) -> x509.Certificate:
+    """A CA certificate (root, cross-signed or intermediate): critical BC and KU, no EKU."""
+    return _build(
+        subject=subject, issuer_name=issuer_name, public_key=key.public_key(), signing_key=signing_key,
+        issuer_key_for_aki=signing_key, not_before=not_before, not_after=not_after, ca=ca, path_length=path_length,
+        bc_critical=True, key_usage=key_usage, ku_critical=True, eku=None, uri_sans=uri_sans, dns_sans=(),
+        san_critical=False, ski=ski, name_constraints=name_constraints, extra_extensions=(), serial=None,
+    )
+
+
 def make_ca(
     trust_domain: str = "example.org",
     *,
@@ -262,28 +285,8 @@ def make_ca(
     subject = _name(cn or f"{trust_domain} Root CA", "terminus-test")
     sans = [f"spiffe://{trust_domain}"] if uri_sans is _UNSET else list(uri_sans)  # type: ignore[arg-type]
     nb, na = _window(not_before, not_after, 3650)
-    cert = _build(
-        subject=subject,
-        issuer_name=signer.cert.subject if signer else subject,
-        public_key=key.public_key(),
-        signing_key=signer.key if signer else key,
-        issuer_key_for_aki=signer.key if signer else key,
-        not_before=nb,
-        not_after=na,
-        ca=ca,
-        path_length=path_length,
-        bc_critical=True,
-        key_usage=key_usage,
-        ku_critical=True,
-        eku=None,
-        uri_sans=sans,
-        dns_sans=(),
-        san_critical=False,
-        ski=ski,
-        name_constraints=name_constraints,
-        extra_extensions=(),
-        serial=None,
-    )
+    cert = _build_ca(subject, signer.cert.subject if signer else subject, key, signer.key if signer else key,
+                     nb, na, ca, path_length, key_usage, sans, ski, name_constraints)
     return Cert(cert, key, signer)
 
 
@@ -308,28 +311,9 @@ def make_intermediate(
     key = key or make_key(key_label or f"ica:{td}:{cn}:{next(_counter)}")
     sans = [f"spiffe://{td}"] if uri_sans is _UNSET else list(uri_sans)  # type: ignore[arg-type]
     nb, na = _window(not_before, not_after, 365)
-    cert = _build(
-        subject=_name(cn or f"{td} Intermediate CA {next(_counter)}", "terminus-test"),
-        issuer_name=parent.cert.subject,
-        public_key=key.public_key(),
-        signing_key=parent.key,
-        issuer_key_for_aki=parent.key,
-        not_before=nb,
-        not_after=na,
-        ca=ca,
-        path_length=path_length,
-        bc_critical=True,
-        key_usage=key_usage,
-        ku_critical=True,
-        eku=None,
-        uri_sans=sans,
-        dns_sans=(),
-        san_critical=False,
-        ski=ski,
-        name_constraints=name_constraints,
-        extra_extensions=(),
-        serial=None,
-    )
+    subject = _name(cn or f"{td} Intermediate CA {next(_counter)}", "terminus-test")
+    cert = _build_ca(subject, parent.cert.subject, key, parent.key, nb, na, ca, path_length, key_usage, sans, ski,
+                     name_constraints)
     return Cert(cert, key, parent)
 
 

@@ -25,10 +25,9 @@ identity, is the one to use when intentions must really hold.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
-from xds.resources.common import typed
+from xds.resources.common import is_ip, typed
 from xds.snapshot import LambdaTarget
 
 AWS_LAMBDA_FILTER = "envoy.filters.http.aws_lambda"
@@ -54,20 +53,12 @@ def per_route(lam: LambdaTarget) -> dict[str, Any]:
                                      invoke_config=_invoke_config(lam))}
 
 
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        return False
-
-
 def _tls(lam: LambdaTarget) -> dict[str, Any]:
     context: dict[str, Any] = {"tls_params": {"tls_minimum_protocol_version": "TLSv1_2"}}
     if lam.ca_file:
         context["validation_context"] = {
             "trusted_ca": {"filename": lam.ca_file},
-            "match_typed_subject_alt_names": [{"san_type": "IP_ADDRESS" if _is_ip(lam.host) else "DNS",
+            "match_typed_subject_alt_names": [{"san_type": "IP_ADDRESS" if is_ip(lam.host) else "DNS",
                                                "matcher": {"exact": lam.host}}],
         }
     return {"name": "envoy.transport_sockets.tls", "typed_config": typed(
@@ -77,14 +68,14 @@ def _tls(lam: LambdaTarget) -> dict[str, Any]:
 def cluster(name: str, lam: LambdaTarget) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": name,
-        "type": "STATIC" if _is_ip(lam.host) else "LOGICAL_DNS",
+        "type": "STATIC" if is_ip(lam.host) else "LOGICAL_DNS",
         "connect_timeout": CONNECT_TIMEOUT,
         "lb_policy": "ROUND_ROBIN",
         "metadata": LAMBDA_METADATA,
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
             "socket_address": {"address": lam.host, "port_value": lam.port}}}}]}]},
     }
-    if not _is_ip(lam.host):
+    if not is_ip(lam.host):
         out["dns_lookup_family"] = "V4_ONLY"
     if lam.tls:
         out["transport_socket"] = _tls(lam)

@@ -7,6 +7,7 @@ imported here so that `@type` resolves.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
@@ -42,6 +43,15 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 
 ADS = {"ads": {}, "resource_api_version": "V3"}
 TRUST_BUNDLE_SECRET = "spiffe-bundle"
+
+
+def is_ip(value: str) -> bool:
+    """An IP literal (endpoints go in as addresses; anything else is a hostname to resolve)."""
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
 
 
 def typed(type_name: str, **fields: Any) -> dict[str, Any]:
