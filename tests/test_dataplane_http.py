@@ -21,9 +21,10 @@ import pytest
 
 from gateway.awslambda.sigv4 import Credentials
 from gateway.dataplane import http1
+from gateway.dataplane.http1 import FALLBACK
 from gateway.dataplane.lambda_client import LambdaClient, LambdaTarget, StaticCredentialProvider, _Stamp
 from gateway.dataplane.routes import Routes
-from gateway.dataplane.server import _FALLBACK, GatewayServer, _frame_fast, _parse_request, _replayed_h11, _Response
+from gateway.dataplane.server import GatewayServer, _frame_fast, _parse_request, _replayed_h11, _Response
 from gateway.identity.verify import Verifier
 from gateway.intentions.engine import IntentionEngine
 from tests.test_dataplane import Env, make_env
@@ -86,7 +87,7 @@ def test_request_parser_accepts_only_what_h11_reads_the_same() -> None:
             raw = b"\r\n" + raw
         buf = bytearray(raw)
         got = _parse_request(buf, 1 << 20)
-        if got is None or got is _FALLBACK:
+        if got is None or got is FALLBACK:
             continue
         fast += 1
         want, conn = _h11_request(raw)
@@ -103,9 +104,9 @@ def test_request_parser_waits_or_falls_back_on_partial_input() -> None:
     raw = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
     for cut in range(1, len(raw)):
         assert _parse_request(bytearray(raw[:cut]), 1 << 20) is None, cut
-    assert _parse_request(bytearray(raw), 4) is _FALLBACK  # over max_body: h11's path answers 413
-    assert _parse_request(bytearray(b"\r\n" + raw), 1 << 20) is _FALLBACK
-    assert _parse_request(bytearray(b"GET / HTTP/1.1\nHost: h\n\n"), 1 << 20) is _FALLBACK
+    assert _parse_request(bytearray(raw), 4) is FALLBACK  # over max_body: h11's path answers 413
+    assert _parse_request(bytearray(b"\r\n" + raw), 1 << 20) is FALLBACK
+    assert _parse_request(bytearray(b"GET / HTTP/1.1\nHost: h\n\n"), 1 << 20) is FALLBACK
     two = bytearray(raw + b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n")
     assert _parse_request(two, 1 << 20).target == "/x"  # type: ignore[union-attr]
     assert _parse_request(two, 1 << 20).target == "/y"  # type: ignore[union-attr]
@@ -175,7 +176,7 @@ def test_response_parser_reads_what_h11_reads() -> None:
         if rng.random() < 0.1:
             raw += b"HTTP/1.1 200 OK\r\n"
         got = http1._parse_response(bytearray(raw))
-        if got is None or got is http1._FALLBACK:
+        if got is None or got is FALLBACK:
             continue
         fast += 1
         want = _h11_response(raw, eof=False)

@@ -64,7 +64,7 @@ __all__ = [
 _MAX_INCOMPLETE = 16 * 1024  # h11's default max_incomplete_event_size (client side)
 _BIG_BODY = 65536  # bodies larger than this are written separately from the head
 _MISSING = object()
-_FALLBACK = object()
+FALLBACK = object()  # "not the common shape: let h11 read it" (also for the server's parser)
 _CRLF = re.compile(rb"\r\n")
 
 
@@ -288,8 +288,29 @@ def _finish(status: int, raw_headers: list[tuple[bytes, bytes]], content: bytes,
 
 _LINES: dict[bytes, tuple[bytes, bytes, tuple[str, str] | None]] = {}  # header line -> as h11 reads it
 _STATUS_LINES: dict[bytes, int] = {}
-_CACHE_LINE_MAX = 512
-_CACHE_ENTRIES = 4096
+_CACHE_LINE_MAX = 512  # longer lines are parsed every time, never cached
+_CACHE_ENTRIES = 4096  # a full cache is emptied (bounded memory whatever peers send)
+
+
+def remember(cache: dict[Any, Any], key: Any, value: Any, size: int | None = None) -> None:
+    """Keep a parsed (or framed) head line for the next message (they repeat), within bounded
+    memory; ``size`` is the line's length when ``key`` is not the line itself."""
+    if (len(key) if size is None else size) <= _CACHE_LINE_MAX:
+        if len(cache) >= _CACHE_ENTRIES:
+            cache.clear()
+        cache[key] = value
+
+
+def split_head(buf: bytearray, limit: int) -> tuple[int, list[bytes]] | object | None:
+    """The head of the message at the start of ``buf``: (where it ends, its lines); None when
+    more bytes are needed; FALLBACK when h11 must read it (over ``limit`` bytes without an
+    end, or a start that h11 treats specially: leading blank lines, whitespace)."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buf) > limit or buf[0] < 0x21 or _BLANK_LINE.search(buf):
+            return FALLBACK
+        return None
+    return end, bytes(buf[:end]).split(b"\r\n")
 
 
 def _header_line(line: bytes) -> tuple[bytes, bytes, tuple[str, str] | None] | None:
@@ -299,36 +320,28 @@ def _header_line(line: bytes) -> tuple[bytes, bytes, tuple[str, str] | None] | N
         return None
     name, value = hm.group("field_name").lower(), hm.group("field_value")
     hit = (name, value, (name.decode("ascii"), value.decode("ascii")) if value.isascii() else None)
-    if len(line) <= _CACHE_LINE_MAX:
-        if len(_LINES) >= _CACHE_ENTRIES:
-            _LINES.clear()
-        _LINES[line] = hit
+    remember(_LINES, line, hit)
     return hit
 
 
 def _parse_response(buf: bytearray) -> object:
     """The common case, parsed as h11 would: (status, headers, body, keep_alive), or None
-    (need more bytes) or _FALLBACK (let h11 read it). Consumes the response from ``buf``.
+    (need more bytes) or FALLBACK (let h11 read it). Consumes the response from ``buf``.
     Header lines already seen are looked up, not matched again (most repeat)."""
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        if len(buf) > _MAX_INCOMPLETE or buf[0] < 0x21 or _BLANK_LINE.search(buf):
-            return _FALLBACK
-        return None
-    lines = bytes(buf[:end]).split(b"\r\n")
+    head = split_head(buf, _MAX_INCOMPLETE)
+    if type(head) is not tuple:
+        return head
+    end, lines = head
     first = lines[0]
     status = _STATUS_LINES.get(first)
     if status is None:
         m = _STATUS_LINE.fullmatch(first)
         if m is None or m.group("http_version") != b"1.1":
-            return _FALLBACK
+            return FALLBACK
         status = int(m.group("status_code"))
         if status < 200 or status in (204, 304):
-            return _FALLBACK
-        if len(first) <= _CACHE_LINE_MAX:
-            if len(_STATUS_LINES) >= _CACHE_ENTRIES:
-                _STATUS_LINES.clear()
-            _STATUS_LINES[first] = status
+            return FALLBACK
+        remember(_STATUS_LINES, first, status)
     headers: list[tuple[bytes, bytes]] = []
     decoded: list[tuple[str, str]] | None = []
     length = -1
@@ -336,7 +349,7 @@ def _parse_response(buf: bytearray) -> object:
     for i in range(1, len(lines)):
         parsed = _LINES.get(lines[i]) or _header_line(lines[i])
         if parsed is None:
-            return _FALLBACK
+            return FALLBACK
         if decoded is not None:
             if parsed[2] is None:
                 decoded = None
@@ -346,16 +359,16 @@ def _parse_response(buf: bytearray) -> object:
         if name == b"content-length":
             value = parsed[1]
             if length >= 0 or not value.isdigit() or len(value) > 20:
-                return _FALLBACK
+                return FALLBACK
             length = int(value)
         elif name == b"transfer-encoding":
-            return _FALLBACK
+            return FALLBACK
         elif name == b"connection":
             if b"close" in [t.strip() for t in parsed[1].lower().split(b",")]:
                 keep_alive = False
         headers.append(parsed[:2])
     if length < 0:
-        return _FALLBACK  # read-until-close framing: h11's business
+        return FALLBACK  # read-until-close framing: h11's business
     total = end + 4 + length
     if len(buf) < total:
         return None
@@ -394,7 +407,7 @@ class _Pending:
                 assert loop is not None
                 conn.last_rx = loop.time()
                 return  # more to come
-            if parsed is not _FALLBACK:
+            if parsed is not FALLBACK:
                 self._detach()
                 pool = self.pool
                 status, raw_headers, content, keep_alive, decoded = parsed  # type: ignore[misc]
@@ -733,7 +746,7 @@ class HTTP1Pool:
             while True:
                 if buf:
                     parsed = _parse_response(buf)
-                    if parsed is _FALLBACK:
+                    if parsed is FALLBACK:
                         response, keep_alive = await self._read_h11(conn, method, reused)
                         return response
                     if parsed is not None:

@@ -58,7 +58,6 @@ from h11._headers import _field_name_re as _H11_NAME
 from h11._headers import _field_value_re as _H11_VALUE
 from h11._readers import header_field_re as _HEADER_FIELD
 from h11._readers import request_line_re as _REQUEST_LINE
-from h11._receivebuffer import blank_line_regex as _BLANK_LINE
 
 from gateway.awslambda.sigv4 import Credentials
 from gateway.dataplane.lambda_client import (
@@ -71,7 +70,7 @@ from gateway.dataplane.lambda_client import (
     LambdaTarget,
     StaticCredentialProvider,
 )
-from gateway.dataplane.http1 import FlowControl
+from gateway.dataplane.http1 import FALLBACK, FlowControl, remember, split_head
 from gateway.dataplane.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.dataplane.pathnorm import NormalizedPath, PathError, normalize_request_target
 from gateway.dataplane.routes import Route, Routes, routes_from_control_plane
@@ -99,7 +98,6 @@ _FRAMING = frozenset({"content-length", "connection", "transfer-encoding"})
 # Request headers that send a request to h11 (the fast parser does not interpret them).
 _SPECIAL_REQUEST_HEADERS = frozenset({b"content-length", b"host", b"connection", b"transfer-encoding", b"expect",
                                       b"upgrade"})
-_FALLBACK = object()
 
 
 def _status_line(status: int) -> bytes:
@@ -184,8 +182,6 @@ class _Request:
 
 _LINES: dict[bytes, tuple[bytes, str, str]] = {}  # header line -> (lower-case name, name, value)
 _REQUEST_LINES: dict[bytes, tuple[bytes, str, str]] = {}  # request line -> (method, method, target)
-_CACHE_LINE_MAX = 512  # longer lines are parsed every time, never cached
-_CACHE_ENTRIES = 4096  # a full cache is emptied (bounded memory whatever the callers send)
 
 
 def _header_line(line: bytes) -> tuple[bytes, str, str] | None:
@@ -197,62 +193,54 @@ def _header_line(line: bytes) -> tuple[bytes, str, str] | None:
             return None
         lname = hm.group("field_name").lower()
         hit = (lname, lname.decode("ascii"), hm.group("field_value").decode("latin-1"))
-        if len(line) <= _CACHE_LINE_MAX:
-            if len(_LINES) >= _CACHE_ENTRIES:
-                _LINES.clear()
-            _LINES[line] = hit
+        remember(_LINES, line, hit)
     return hit
 
 
 def _parse_request(buf: bytearray, max_body: int) -> object:
     """One request from ``buf`` if it is in the common shape and complete: a _Request (its
-    bytes removed from ``buf``), None (need more bytes) or _FALLBACK (h11 must read it).
+    bytes removed from ``buf``), None (need more bytes) or FALLBACK (h11 must read it).
 
     Accepts a strict subset of what h11 accepts, with h11's own regular expressions, and
     reads it the way h11 does (names lower-cased, values without surrounding whitespace).
     Lines already seen are looked up, not parsed again (they repeat: a sidecar sends the
     same few headers on every request)."""
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        if len(buf) > MAX_HEADER or buf[0] < 0x21 or _BLANK_LINE.search(buf):
-            return _FALLBACK
-        return None
-    lines = bytes(buf[:end]).split(b"\r\n")
+    head = split_head(buf, MAX_HEADER)
+    if type(head) is not tuple:
+        return head
+    end, lines = head
     first = lines[0]
     request_line = _REQUEST_LINES.get(first)
     if request_line is None:
         m = _REQUEST_LINE.fullmatch(first)
         if m is None or m.group("http_version") != b"1.1" or m.group("method") == b"CONNECT":
-            return _FALLBACK
+            return FALLBACK
         request_line = (m.group("method"), m.group("method").decode("ascii"), m.group("target").decode("latin-1"))
-        if len(first) <= _CACHE_LINE_MAX:
-            if len(_REQUEST_LINES) >= _CACHE_ENTRIES:
-                _REQUEST_LINES.clear()
-            _REQUEST_LINES[first] = request_line
+        remember(_REQUEST_LINES, first, request_line)
     headers: list[tuple[str, str]] = []
     length = -1
     hosts = 0
     for i in range(1, len(lines)):
         parsed = _LINES.get(lines[i]) or _header_line(lines[i])
         if parsed is None:
-            return _FALLBACK
+            return FALLBACK
         lname = parsed[0]
         if lname in _SPECIAL_REQUEST_HEADERS:
             if lname == b"content-length":
                 value = parsed[2]
                 if length >= 0 or not value.isdigit() or not value.isascii() or len(value) > 20:
-                    return _FALLBACK
+                    return FALLBACK
                 length = int(value)
             elif lname == b"host":
                 hosts += 1
             elif lname == b"connection":
                 if "close" in [t.strip() for t in parsed[2].lower().split(",")]:
-                    return _FALLBACK  # h11 adds "Connection: close" to the answer and closes
+                    return FALLBACK  # h11 adds "Connection: close" to the answer and closes
             else:
-                return _FALLBACK  # transfer-encoding, expect, upgrade
+                return FALLBACK  # transfer-encoding, expect, upgrade
         headers.append((parsed[1], parsed[2]))
     if hosts != 1 or length > max_body:
-        return _FALLBACK
+        return FALLBACK
     start = end + 4
     if length <= 0:
         body = b""
@@ -279,10 +267,7 @@ def _header_bytes(name: str, value: str) -> bytes | None:
     if _H11_NAME.fullmatch(nb) is None or _H11_VALUE.fullmatch(vb) is None:
         return None
     line = b"%s: %s\r\n" % (nb, vb)
-    if len(line) <= _CACHE_LINE_MAX:
-        if len(_FRAMED) >= _CACHE_ENTRIES:
-            _FRAMED.clear()
-        _FRAMED[(name, value)] = line
+    remember(_FRAMED, (name, value), line, len(line))
     return line
 
 
@@ -476,7 +461,7 @@ class _Downstream(FlowControl):
                 if req is None:
                     return
                 self.busy = True
-                if req is _FALLBACK:
+                if req is FALLBACK:
                     self._to_h11()
                     return
                 try:
