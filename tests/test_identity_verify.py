@@ -489,34 +489,31 @@ def test_leaf_step_window_is_the_paths_window(pki: PKI) -> None:
 
 
 def test_leaf_step_unit(pki: PKI) -> None:
-    from gateway.identity.issuers import cert_layout, issuer_key, leaf_step, validated_issuer
+    from gateway.identity.der import read_plain_leaf
+    from gateway.identity.issuers import leaf_step, validated_issuer
 
     record = validated_issuer([pki.ica.cert, pki.ca.cert])
     assert record is not None
     c = make_leaf(pki.ica, WEB)
-    layout = cert_layout(c.der)
-    assert layout is not None and layout.issuer == pki.ica.cert.subject.public_bytes()
-    key = issuer_key(c.cert, "example.org", (pki.ica.der,), layout)
-    assert key is not None
-    window = (c.cert.not_valid_before_utc.timestamp(), c.cert.not_valid_after_utc.timestamp())
+    plain = read_plain_leaf(c.der, "client")
+    assert plain is not None and plain.issuer == pki.ica.cert.subject.public_bytes()
+    window = (plain.not_before, plain.not_after)
     now = NOW.timestamp()
-    assert leaf_step(c.cert, layout, record, key[3], now, window) == (
-        max(window[0], record.window[0]), min(window[1], record.window[1])
-    )
-    assert leaf_step(c.cert, layout, record, key[3], record.window[1] + 1, window) is None  # path expired
-    assert leaf_step(c.cert, layout, record, key[3], window[1] + 1, window) is None  # leaf expired
-    forged = make_leaf(pki.ica, WEB, signing_key=make_key("forger"))
-    forged_layout = cert_layout(forged.der)
-    assert forged_layout is not None
-    assert leaf_step(forged.cert, forged_layout, record, key[3], now, window) is None
-    # what only a full validation applies: name constraints above, unmodelled leaf extensions
+    assert leaf_step(plain, record, now) == (max(window[0], record.window[0]), min(window[1], record.window[1]))
+    assert leaf_step(plain, record, record.window[1] + 1) is None  # path expired
+    assert leaf_step(plain, record, window[1] + 1) is None  # leaf expired
+    assert leaf_step(plain, record, window[0] - 1) is None  # leaf not yet valid
+    forged = read_plain_leaf(make_leaf(pki.ica, WEB, signing_key=make_key("forger")).der, "client")
+    assert forged is not None and leaf_step(forged, record, now) is None
+    other_akid = read_plain_leaf(make_leaf(pki.ica, WEB, extra_extensions=()).der, "client")
+    assert other_akid is not None and other_akid.akid == record.key_id
+    # the key id must chain: the same leaf under a record of another key is refused
+    assert leaf_step(plain, validated_issuer([pki.ca.cert]) or record, now) is None
+    # what only a full validation applies: name constraints above the leaf
     nc = make_intermediate(
         pki.ca, name_constraints=x509.NameConstraints([x509.UniformResourceIdentifier("example.org")], None), uri_sans=[]
     )
     assert validated_issuer([nc.cert, pki.ca.cert]) is None
-    odd = make_leaf(pki.ica, WEB, extra_extensions=[(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.2"), b"\x05\x00"), False)])
-    odd_layout = cert_layout(odd.der)
-    assert odd_layout is not None and issuer_key(odd.cert, "example.org", (pki.ica.der,), odd_layout) is None
 
 
 def test_name_constrained_paths_are_always_validated_in_full(pki: PKI) -> None:
@@ -553,7 +550,7 @@ def test_strict_profile_never_takes_the_leaf_step(pki: PKI) -> None:
 
 def test_cert_layout_slices_match_the_parser(pki: PKI) -> None:
     """The leaf step signs over the raw slices: they must be exactly cryptography's."""
-    from gateway.identity.issuers import cert_layout
+    from gateway.identity.der import cert_layout
 
     for c in (make_leaf(pki.ica, WEB), make_leaf(pki.ca, WEB, cn=None), pki.ica, pki.ca,
               make_leaf(make_ca("example.org", cn="RSA", key=make_key(kind="rsa")), WEB)):

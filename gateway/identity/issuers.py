@@ -9,16 +9,15 @@ its issuer, the issuer's signature over it, its validity window and its extensio
 verifier records the validated issuer (:class:`ValidatedIssuer`, kept with the trust bundles
 and dropped with them) and :func:`leaf_step` does that leaf part for the next leaf.
 
-Safety rule: :func:`leaf_step` may only *accept*. It handles the certificates meshes issue
-(Consul's and terminus's leaves: keyUsage, extendedKeyUsage, basicConstraints,
-subjectAltName, subject/authority key identifiers; ECDSA or RSA PKCS#1 v1.5 signatures). On
-anything it does not model (another extension, a critical key identifier, an authority key
-identifier naming an issuer or serial, different inner and outer signature algorithms, name
-constraints or policy extensions anywhere above the leaf) and on any failure (a bad
-signature, a time outside the window, a name that does not chain) it returns None and the
-chain goes through OpenSSL's full validation, which gives the verdict and the reason.
-``tests/test_identity_verify.py`` runs the whole bad-certificate matrix through a verifier
-that holds the issuer records and checks the verdicts and reasons are the same.
+Safety rule: :func:`leaf_step` may only *accept*. It takes leaves that
+:func:`gateway.identity.der.read_plain_leaf` read from their DER (the certificates meshes
+issue: keyUsage, extendedKeyUsage, basicConstraints, subjectAltName, non-critical key
+identifiers; one signature algorithm; ECDSA or RSA PKCS#1 v1.5), and paths without name
+constraints or policy extensions. On any failure (a bad signature, a time outside the window,
+a key identifier that does not chain) it returns None and the chain goes through OpenSSL's
+full validation, which gives the verdict and the reason. ``tests/test_identity_verify.py``
+runs the whole bad-certificate matrix through a verifier that holds the issuer records and
+checks the verdicts and reasons are the same.
 """
 
 from __future__ import annotations
@@ -30,19 +29,15 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
+from cryptography.x509.oid import ExtensionOID
 
-__all__ = ["IssuerKey", "ValidatedIssuer", "cert_layout", "der_tlv", "issuer_key", "leaf_step", "validated_issuer"]
+from gateway.identity.der import PlainLeaf
+
+__all__ = ["IssuerKey", "ValidatedIssuer", "leaf_step", "validated_issuer"]
 
 IssuerPublicKey = Union[ec.EllipticCurvePublicKey, rsa.RSAPublicKey]
 # (trust domain, presented intermediates, the leaf's issuer Name DER, its authority key id)
 IssuerKey = tuple[str, tuple[bytes, ...], bytes, Union[bytes, None]]
-
-# Extensions the leaf step models. OpenSSL handles the first four when critical; it treats
-# a critical key identifier as an unhandled critical extension, so those must be non-critical.
-# (By parsed class: cryptography gives unknown extensions the class UnrecognizedExtension.)
-_MAY_BE_CRITICAL = frozenset({x509.KeyUsage, x509.ExtendedKeyUsage, x509.BasicConstraints, x509.SubjectAlternativeName})
-_NON_CRITICAL_ONLY = frozenset({x509.SubjectKeyIdentifier, x509.AuthorityKeyIdentifier})
 
 # Constraints a CA above the leaf may put on it that only a full validation applies.
 _CONSTRAINING = frozenset({
@@ -52,15 +47,16 @@ _CONSTRAINING = frozenset({
     ExtensionOID.INHIBIT_ANY_POLICY,
 })
 
+# Signature AlgorithmIdentifier TLVs, as the leaf carries them (RSA with its NULL parameter).
 _ECDSA = {
-    SignatureAlgorithmOID.ECDSA_WITH_SHA256: ec.ECDSA(hashes.SHA256()),
-    SignatureAlgorithmOID.ECDSA_WITH_SHA384: ec.ECDSA(hashes.SHA384()),
-    SignatureAlgorithmOID.ECDSA_WITH_SHA512: ec.ECDSA(hashes.SHA512()),
+    b"\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02": ec.ECDSA(hashes.SHA256()),
+    b"\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x03": ec.ECDSA(hashes.SHA384()),
+    b"\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x04": ec.ECDSA(hashes.SHA512()),
 }
 _RSA_PKCS1 = {
-    SignatureAlgorithmOID.RSA_WITH_SHA256: hashes.SHA256(),
-    SignatureAlgorithmOID.RSA_WITH_SHA384: hashes.SHA384(),
-    SignatureAlgorithmOID.RSA_WITH_SHA512: hashes.SHA512(),
+    b"\x30\x0d\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0b\x05\x00": hashes.SHA256(),
+    b"\x30\x0d\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0c\x05\x00": hashes.SHA384(),
+    b"\x30\x0d\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0d\x05\x00": hashes.SHA512(),
 }
 
 
@@ -73,93 +69,6 @@ class ValidatedIssuer:
     public_key: IssuerPublicKey
     key_id: bytes | None
     window: tuple[float, float]
-
-
-@dataclass(frozen=True, slots=True)
-class CertLayout:
-    """Raw DER slices of a certificate, for byte comparisons without building objects."""
-
-    inner_algorithm: bytes  # TBSCertificate.signature (AlgorithmIdentifier TLV)
-    issuer: bytes  # issuer Name TLV
-    issuer_content: tuple[int, int]
-    subject_content: tuple[int, int]
-    outer_algorithm: bytes  # Certificate.signatureAlgorithm TLV
-    tbs: bytes  # the TBSCertificate TLV: what the signature covers
-    signature: bytes  # signatureValue's bits (a whole number of octets)
-
-
-def der_tlv(buf: bytes, i: int) -> tuple[int, int, int]:
-    """(tag, start, end) of the content of the DER element at ``i`` (single-byte tags)."""
-    tag = buf[i]
-    n = buf[i + 1]
-    i += 2
-    if n & 0x80:
-        k = n & 0x7F
-        if not 0 < k <= 4:
-            raise ValueError("unsupported DER length")
-        n = int.from_bytes(buf[i : i + k], "big")
-        i += k
-    return tag, i, i + n
-
-
-def cert_layout(der: bytes) -> CertLayout | None:
-    """Where the names and signature algorithms sit in ``der``; None if it is not laid out as
-    a certificate (the caller then uses the parsed objects)."""
-    try:
-        tag, tbs_start, _ = der_tlv(der, 0)  # Certificate
-        tag2, i, tbs_end = der_tlv(der, tbs_start)  # TBSCertificate
-        if tag != 0x30 or tag2 != 0x30:
-            return None
-        if der[i] == 0xA0:  # [0] version
-            i = der_tlv(der, i)[2]
-        tag, _, i = der_tlv(der, i)  # serialNumber
-        if tag != 0x02:
-            return None
-        alg_start = i
-        tag, _, i = der_tlv(der, i)  # signature AlgorithmIdentifier
-        if tag != 0x30:
-            return None
-        inner = der[alg_start:i]
-        issuer_start = i
-        tag, s_issuer, e_issuer = der_tlv(der, i)
-        if tag != 0x30:
-            return None
-        tag, _, i = der_tlv(der, e_issuer)  # validity
-        if tag != 0x30:
-            return None
-        tag, s_subject, e_subject = der_tlv(der, i)
-        if tag != 0x30:
-            return None
-        tag, _, outer_end = der_tlv(der, tbs_end)  # signatureAlgorithm
-        if tag != 0x30:
-            return None
-        tag, s_sig, e_sig = der_tlv(der, outer_end)  # signatureValue BIT STRING
-        if tag != 0x03 or e_sig != len(der) or e_sig <= s_sig or der[s_sig] != 0:
-            return None
-    except (IndexError, ValueError):
-        return None
-    return CertLayout(inner, der[issuer_start:e_issuer], (s_issuer, e_issuer), (s_subject, e_subject),
-                      der[tbs_end:outer_end], der[tbs_start:tbs_end], der[s_sig + 1 : e_sig])
-
-
-def issuer_key(leaf: x509.Certificate, trust_domain: str, intermediates: tuple[bytes, ...], layout: CertLayout) -> IssuerKey | None:
-    """The record key a leaf's issuer is found under, or None when the leaf carries something
-    the leaf step does not model (it then always takes the full path)."""
-    akid: bytes | None = None
-    for ext in leaf.extensions:
-        kind = type(ext.value)
-        if kind in _MAY_BE_CRITICAL:
-            if kind is x509.BasicConstraints and ext.value.path_length is not None:
-                return None  # OpenSSL marks a pathLen on a non-CA invalid
-            continue
-        if kind not in _NON_CRITICAL_ONLY or ext.critical:
-            return None
-        if kind is x509.AuthorityKeyIdentifier:
-            value = ext.value
-            if value.authority_cert_issuer is not None or value.authority_cert_serial_number is not None:
-                return None
-            akid = value.key_identifier
-    return trust_domain, intermediates, layout.issuer, akid
 
 
 def validated_issuer(above_leaf: list[x509.Certificate]) -> ValidatedIssuer | None:
@@ -188,29 +97,24 @@ def validated_issuer(above_leaf: list[x509.Certificate]) -> ValidatedIssuer | No
     return ValidatedIssuer(public_key, key_id, (not_before, not_after))
 
 
-def leaf_step(
-    leaf: x509.Certificate, layout: CertLayout, issuer: ValidatedIssuer, akid: bytes | None, now: float,
-    leaf_window: tuple[float, float],
-) -> tuple[float, float] | None:
+def leaf_step(leaf: PlainLeaf, issuer: ValidatedIssuer, now: float) -> tuple[float, float] | None:
     """The part of path validation that depends on the leaf, under an issuer OpenSSL has
     validated: the path's (notBefore, notAfter) if it passes, else None (take the full path).
 
-    The caller found ``issuer`` under the leaf's issuer name, so names chain byte for byte."""
-    not_before = max(leaf_window[0], issuer.window[0])
-    not_after = min(leaf_window[1], issuer.window[1])
+    The caller found ``issuer`` under the leaf's issuer name, so names chain byte for byte;
+    :func:`gateway.identity.der.read_plain_leaf` has checked the leaf's own profile."""
+    not_before = max(leaf.not_before, issuer.window[0])
+    not_after = min(leaf.not_after, issuer.window[1])
     if not not_before <= now <= not_after:
         return None
-    if leaf.version is not x509.Version.v3 or layout.inner_algorithm != layout.outer_algorithm:
+    if leaf.akid is not None and issuer.key_id is not None and leaf.akid != issuer.key_id:
         return None
-    if akid is not None and issuer.key_id is not None and akid != issuer.key_id:
-        return None
-    oid = leaf.signature_algorithm_oid
     key = issuer.public_key
     try:
-        if oid in _ECDSA and isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(layout.signature, layout.tbs, _ECDSA[oid])
-        elif oid in _RSA_PKCS1 and isinstance(key, rsa.RSAPublicKey):
-            key.verify(layout.signature, layout.tbs, padding.PKCS1v15(), _RSA_PKCS1[oid])
+        if leaf.algorithm in _ECDSA and isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(leaf.signature, leaf.tbs, _ECDSA[leaf.algorithm])
+        elif leaf.algorithm in _RSA_PKCS1 and isinstance(key, rsa.RSAPublicKey):
+            key.verify(leaf.signature, leaf.tbs, padding.PKCS1v15(), _RSA_PKCS1[leaf.algorithm])
         else:
             return None
     except (InvalidSignature, ValueError):

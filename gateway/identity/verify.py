@@ -15,7 +15,10 @@ validation is two ECDSA verifications (~100 us each on a small VM) plus OpenSSL 
 the new leaf (~55 us: it decodes the public key eagerly). It runs once per new issuing path;
 after that a new leaf under the same validated issuer gets the leaf step of
 ``gateway/identity/issuers.py`` (one signature, done through cryptography), which accepts
-only what OpenSSL would and hands everything else back to the full validation. Everything
+only what OpenSSL would and hands everything else back to the full validation. Its input is
+read from the leaf's DER by ``gateway/identity/der.py`` (no parsed objects: building them
+cost more than the signature's share of the Python time), which only reads leaves that
+already satisfy the SVID profile; any other leaf takes the parsers' path below. Everything
 else is kept off the miss path: each DER is parsed once per library that needs it, the
 ``X509Store`` is built once per trust bundle, parsed intermediates are cached by their DER
 bytes, and the verified path's validity window comes from values already parsed.
@@ -37,15 +40,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import crypto
 
-from gateway.identity.issuers import (
-    CertLayout,
-    IssuerKey,
-    ValidatedIssuer,
-    cert_layout,
-    issuer_key,
-    leaf_step,
-    validated_issuer,
-)
+from gateway.identity.der import CertLayout, PlainLeaf, cert_layout, read_plain_leaf, simple_names
+from gateway.identity.issuers import IssuerKey, ValidatedIssuer, leaf_step, validated_issuer
 from gateway.identity.spiffe import (
     ConsulID,
     InvalidSpiffeID,
@@ -218,6 +214,10 @@ class TrustBundle:
         return f"TrustBundle({self.trust_domain!r}, {len(self.certs)} certs)"
 
 
+# chain (tuple of DER bytes) -> (identity, valid from, valid until), LRU order
+_Cache = OrderedDict[tuple, tuple[VerifiedIdentity, float, float]]
+
+
 class _State:
     """Bundles and everything built on them, swapped as one object so a verification
     that raced with :meth:`Verifier.set_bundles` can only ever write to a dead cache.
@@ -232,7 +232,7 @@ class _State:
 
     def __init__(self, bundles: dict[str, TrustBundle], flags: int, previous: _State | None = None) -> None:
         self.bundles = bundles
-        self.caches: dict[str, OrderedDict[tuple, tuple[VerifiedIdentity, float, float]]] = {
+        self.caches: dict[str, _Cache] = {
             "client": OrderedDict(),
             "server": OrderedDict(),
         }
@@ -382,14 +382,14 @@ class Verifier:
         """
         state = self._state
         key = chain if type(chain) is tuple else tuple(chain)
+        cache = state.caches.get(purpose)
+        if cache is None:
+            raise ValueError(f"purpose must be 'client' or 'server', not {purpose!r}")
         try:
-            cache = state.caches[purpose]
-            entry = cache[key]
-        except KeyError:
-            if purpose not in state.caches:
-                raise ValueError(f"purpose must be 'client' or 'server', not {purpose!r}") from None
-            return self._verify_slow(state, key, now, purpose)
+            entry = cache.get(key)
         except TypeError:  # unhashable items (bytearray, ...): normalise on the slow path
+            return self._verify_slow(state, key, now, purpose)
+        if entry is None:
             return self._verify_slow(state, key, now, purpose)
         t = time.time() if now is None else _timestamp(now)
         if entry[1] <= t <= entry[2]:
@@ -431,12 +431,18 @@ class Verifier:
                 return entry[0]
 
         leaf_der = ders[0]
+        record_key: IssuerKey | None = None
+        if now is None and self._reuse_issuers:
+            plain = read_plain_leaf(leaf_der, purpose)
+            if plain is not None:
+                identity, record_key = self._try_leaf_step(state, plain, ders, cache)
+                if identity is not None:
+                    return identity
         try:
             leaf = x509.load_der_x509_certificate(leaf_der)
         except ValueError as e:
             raise VerificationError(f"malformed leaf certificate: {e}", "malformed") from None
-        layout = cert_layout(leaf_der)
-        sid, consul_id = _check_leaf(leaf, purpose, leaf_der, layout)
+        sid, consul_id = _check_leaf(leaf, purpose, leaf_der, cert_layout(leaf_der))
 
         bundle = state.bundles.get(sid.trust_domain)
         if bundle is None:
@@ -447,18 +453,7 @@ class Verifier:
 
         leaf_nb = leaf.not_valid_before_utc
         leaf_na = leaf.not_valid_after_utc
-        leaf_window = (leaf_nb.timestamp(), leaf_na.timestamp())
-        window = record_key = None
-        if now is None and self._reuse_issuers and layout is not None:
-            record_key = issuer_key(leaf, sid.trust_domain, ders[1:], layout)
-            issuer = None if record_key is None else state.issuers.get(record_key)
-            if issuer is not None:
-                window = leaf_step(leaf, layout, issuer, record_key[3], time.time(), leaf_window)  # type: ignore[index]
-        if window is None:
-            window = self._validate_path(state, bundle, sid, ders, now, leaf_window, record_key)
-        else:
-            self.leaf_steps += 1
-        not_before, not_after = window
+        window = self._validate_path(state, bundle, sid, ders, now, (leaf_nb.timestamp(), leaf_na.timestamp()), record_key)
         identity = VerifiedIdentity(
             spiffe_id=sid,
             consul_id=consul_id,
@@ -466,9 +461,41 @@ class Verifier:
             not_before=leaf_nb,
             not_after=leaf_na,
         )
+        return self._remember(cache, ders, identity, window)
+
+    def _try_leaf_step(
+        self, state: _State, plain: PlainLeaf, ders: tuple[bytes, ...], cache: _Cache
+    ) -> tuple[VerifiedIdentity | None, IssuerKey | None]:
+        """A plain leaf under an issuer OpenSSL has validated: the identity, without building
+        any parsed object. Else (None, the key to record the issuer under if the full
+        validation succeeds). Every refusal here is decided again, with its reason, in full."""
+        try:
+            sid = parse_spiffe_id(plain.uri)
+        except InvalidSpiffeID:
+            return None, None
+        if not sid.segments or sid.trust_domain not in state.bundles:
+            return None, None
+        record_key = (sid.trust_domain, ders[1:], plain.issuer, plain.akid)
+        issuer = state.issuers.get(record_key)
+        window = None if issuer is None else leaf_step(plain, issuer, time.time())
+        if window is None:
+            return None, record_key
+        self.leaf_steps += 1
+        identity = VerifiedIdentity(
+            spiffe_id=sid,
+            consul_id=consul_id_from_spiffe(sid, validated=True),
+            serial_hex=format(plain.serial, "x"),
+            not_before=datetime.fromtimestamp(plain.not_before, _UTC),
+            not_after=datetime.fromtimestamp(plain.not_after, _UTC),
+        )
+        return self._remember(cache, ders, identity, window), record_key
+
+    def _remember(
+        self, cache: _Cache, ders: tuple[bytes, ...], identity: VerifiedIdentity, window: tuple[float, float]
+    ) -> VerifiedIdentity:
         if self._cache_size > 0:
             with self._lock:
-                cache[ders] = (identity, not_before, not_after)
+                cache[ders] = (identity, window[0], window[1])
                 cache.move_to_end(ders)
                 while len(cache) > self._cache_size:
                     cache.popitem(last=False)
@@ -563,8 +590,8 @@ def _check_leaf(
     """The X509-SVID leaf profile (X509-SVID.md §4, §5.2); raises on the first violation.
 
     ``der`` (the leaf's encoding) and its ``layout`` let the subject/issuer checks skip
-    building ``x509.Name`` objects (~25 us) when both names are simple; see :func:`_simple_names`."""
-    names = _simple_names(der, layout) if der is not None else None
+    building ``x509.Name`` objects (~25 us) when both names are simple; see :func:`gateway.identity.der.simple_names`."""
+    names = simple_names(der, layout) if der is not None else None
     try:
         exts = leaf.extensions
     except ValueError as e:  # duplicate or undecodable extension
@@ -626,67 +653,6 @@ def _check_leaf(
             "extended_key_usage",
         )
     return sid, consul_id_from_spiffe(sid, validated=True)
-
-
-# Name fast path. ``x509.Name`` equality is per RDN, on (OID, decoded value) of each
-# attribute, ignoring the string type. For names whose every RDN is one attribute with a
-# well-formed UTF8String, PrintableString or IA5String value (all decode as UTF-8), that
-# equality is exactly equality of the (OID bytes, value bytes) sequences, so those are
-# compared instead (cryptography builds parsed names unvalidated, so its length rules only
-# warn). Anything else (multi-valued RDNs, other string types, long attributes, unusual
-# OIDs) returns None and the caller uses ``x509.Name``.
-_UTF8_STRING, _PRINTABLE_STRING, _IA5_STRING = 0x0C, 0x13, 0x16
-_PRINTABLE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?")
-_OTHER_SIMPLE_OIDS = frozenset({
-    b"\x09\x92\x26\x89\x93\xf2\x2c\x64\x01\x19",  # domainComponent
-    b"\x09\x92\x26\x89\x93\xf2\x2c\x64\x01\x01",  # userId
-    b"\x2a\x86\x48\x86\xf7\x0d\x01\x09\x01",  # emailAddress
-})
-
-
-def _simple_name(buf: bytes, i: int, end: int) -> tuple[tuple[bytes, bytes], ...] | None:
-    """The attributes of the DER Name content ``buf[i:end]`` as (OID, value) pairs, or None
-    when it is not in the simple form. Only short-form lengths (attributes < 126 bytes)."""
-    out = []
-    while i < end:
-        # RDN: 31 L { 30 L' { 06 n <oid> <tag> m <value> } } with exactly one attribute
-        rdn_len = buf[i + 1]
-        seq_len = buf[i + 3]
-        if buf[i] != 0x31 or buf[i + 2] != 0x30 or rdn_len >= 0x80 or rdn_len != seq_len + 2 or buf[i + 4] != 0x06:
-            return None
-        j = i + 6 + buf[i + 5]  # after the OID (its length is < 0x80: seq_len bounds it)
-        oid = buf[i + 6 : j]
-        tag = buf[j]
-        v_len = buf[j + 1]
-        i += 2 + rdn_len
-        if v_len >= 0x80 or j + 2 + v_len != i or not (
-            (len(oid) == 3 and oid[0] == 0x55 and oid[1] == 0x04 and oid[2] < 0x80)  # 2.5.4.x
-            or oid in _OTHER_SIMPLE_OIDS
-        ):
-            return None
-        value = buf[j + 2 : i]
-        if tag == _UTF8_STRING:
-            value.decode("utf-8")  # strict, like cryptography's parser; raises if malformed
-        elif tag == _PRINTABLE_STRING:
-            if not _PRINTABLE.issuperset(value):
-                return None
-        elif tag != _IA5_STRING or not value.isascii():
-            return None
-        out.append((oid, value))
-    return tuple(out) if i == end else None
-
-
-def _simple_names(der: bytes, layout: CertLayout | None) -> tuple[tuple, tuple] | None:
-    """(issuer, subject) of a DER certificate as compared by ``x509.Name``, or None
-    when either name is outside the simple form (then ``x509.Name`` decides)."""
-    if layout is None:
-        return None
-    try:
-        issuer = _simple_name(der, *layout.issuer_content)
-        subject = None if issuer is None else _simple_name(der, *layout.subject_content)
-    except (IndexError, ValueError):  # UnicodeDecodeError is a ValueError
-        return None
-    return None if subject is None else (issuer, subject)
 
 
 def _chain_error(
