@@ -249,3 +249,48 @@ def test_update_recompiles_only_changed_sources() -> None:
     assert eng.match(S("web"), S("db")) is before["web"] and eng.match(S("batch"), S("db")) is before["batch"]
     changed = eng.match(S("api"), S("db"))
     assert changed is not before["api"] and eng.decide(S("api"), S("db")).allowed
+
+
+def test_held_names_follow_incremental_updates() -> None:
+    """A data plane holds its ServiceNames, which carry their resolved view: after every
+    incremental update (wildcard destinations too), decisions through held names equal a
+    freshly loaded engine's, and L7 winners keep their requests' answers."""
+    rng = random.Random(11)
+    names, namespaces = ["a", "b", "c", "*"], ["n1", "n2", "*"]
+    concrete = [S(n, ns) for ns in ("n1", "n2") for n in ("a", "b", "c")]
+    held_sources, held_dests = list(concrete), list(concrete)
+    eng = IntentionEngine(default_allow=False)
+    current: dict[tuple[str, str], dict] = {}
+    request = HTTPRequest("GET", "/admin/x", {})
+    for _ in range(150):
+        dns = rng.choice(namespaces)
+        dname = "*" if dns == "*" else rng.choice(names)
+        sources = []
+        for _ in range(rng.randint(0, 4)):
+            sns = rng.choice(namespaces)
+            sname = "*" if sns == "*" else rng.choice(names)
+            if all((s["Namespace"], s["Name"]) != (sns, sname) for s in sources):
+                if dname != "*" and rng.random() < 0.2:  # L7 needs an exact destination
+                    sources.append(src(sname, None, ns=sns, Permissions=[{"Action": "allow", "HTTP": {"PathPrefix": "/admin"}}]))
+                else:
+                    sources.append(src(sname, rng.choice(["allow", "deny"]), ns=sns))
+        key = ("default", dns, dname)
+        if sources:
+            current[(dns, dname)] = entry(dname, *sources, dest_ns=dns)
+        else:
+            current.pop((dns, dname), None)
+        eng.update_entry(key, current.get((dns, dname)))
+        fresh = engine_with(*current.values())
+        for s_held, d_held in itertools.product(held_sources, held_dests):
+            s_new, d_new = S(s_held.name, s_held.namespace), S(d_held.name, d_held.namespace)
+            for req in (None, request):
+                got, want = eng.decide(s_held, d_held, req), fresh.decide(s_new, d_new, req)
+                assert (got.allowed, got.reason) == (want.allowed, want.reason)
+        assert all(d.resolved_view is not None and d.resolved_view[0] is eng._epoch for d in held_dests)
+
+
+def test_a_name_used_with_two_engines_gets_each_engines_answer() -> None:
+    allow, deny = engine_with(entry("db", src("web"))), engine_with(entry("db", src("web", "deny")))
+    web, db = S("web"), S("db")
+    for _ in range(3):
+        assert allow.decide(web, db).allowed and not deny.decide(web, db).allowed
