@@ -27,6 +27,7 @@ from gateway.identity.spiffe import (
     consul_id_from_spiffe,
     parse_consul_id,
     parse_spiffe_id,
+    parse_svid_uri,
     trust_domain_for_cluster,
     validate_trust_domain,
 )
@@ -115,6 +116,39 @@ def test_length_limits_are_inclusive() -> None:
     assert parse_spiffe_id(f"spiffe://{td}/x").trust_domain == td
     uri = "spiffe://example.org/" + "a" * (2048 - len("spiffe://example.org/"))
     assert len(uri) == 2048 and parse_spiffe_id(uri).uri == uri
+
+
+def _svid_cases() -> list[str]:
+    base = f"spiffe://{TD}"
+    out = [f"{base}/ns/default/dc/dc1/svc/web", f"{base}/ap/part-1/ns/team/dc/dc1/svc/Web_1.x",
+           f"{base}/ap/default/ns/default/dc/dc1/svc/web", "spiffe://a/ns/n/dc/d/svc/s",
+           f"{base}/agent/client/dc/dc1/id/node-1", f"{base}/agent/server/dc/dc1", f"{base}/gateway/mesh/dc/dc1",
+           f"{base}/ap/p/gateway/mesh/dc/dc1", f"{base}", f"{base}/ns/default/dc/dc1/svc", f"{base}/web",
+           f"{base}/ns/default/dc/dc1/svc/web/extra", "spiffe://" + "a" * 255 + "/ns/n/dc/d/svc/s",
+           "spiffe://" + "a" * 256 + "/ns/n/dc/d/svc/s", f"{base}/ns/default/dc/dc1/svc/" + "s" * 2048]
+    for dot in (".", ".."):
+        out += [f"{base}/ns/{dot}/dc/dc1/svc/web", f"{base}/ns/n/dc/{dot}/svc/web", f"{base}/ns/n/dc/d/svc/{dot}",
+                f"{base}/ap/{dot}/ns/n/dc/d/svc/s"]
+    for bad in ("Example.org", "example.org:8080", "ex%41mple.org"):
+        out.append(f"spiffe://{bad}/ns/n/dc/d/svc/s")
+    out += [f"{base}/ns/default/dc/dc1/svc/web\n", f"{base}/ns/default/dc/dc1/svc/web/", f"{base}//ns/n/dc/d/svc/s",
+            f"{base}/ns/default/dc/dc1/svc/w%41b", f"{base}/ns/default/dc/dc1/svc/web?x", "SPIFFE://example.org/ns/n/dc/d/svc/s"]
+    return out
+
+
+@pytest.mark.parametrize("uri", _svid_cases())
+def test_svid_uri_parser_is_the_two_step_parse(uri: str) -> None:
+    """The verifier's one-match parse answers exactly as parse_spiffe_id + consul_id_from_spiffe."""
+    try:
+        sid = parse_spiffe_id(uri)
+    except InvalidSpiffeID as e:
+        with pytest.raises(InvalidSpiffeID) as ei:
+            parse_svid_uri(uri)
+        assert ei.value.reason == e.reason
+        return
+    got_sid, got_id = parse_svid_uri(uri)
+    assert got_sid == sid and got_id == consul_id_from_spiffe(sid)
+    assert type(got_id) is type(consul_id_from_spiffe(sid))
 
 
 TD_ALLOWED = set("abcdefghijklmnopqrstuvwxyz0123456789.-_")

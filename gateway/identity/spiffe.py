@@ -29,6 +29,7 @@ __all__ = [
     "SpiffeID",
     "parse_consul_id",
     "parse_spiffe_id",
+    "parse_svid_uri",
     "trust_domain_for_cluster",
     "validate_trust_domain",
 ]
@@ -316,11 +317,7 @@ def consul_id_from_spiffe(sid: SpiffeID, *, validated: bool = False) -> ConsulID
     n = len(s)
     if n == 6 and s[0] == "ns" and s[2] == "dc" and s[4] == "svc":
         if validated:
-            service = object.__new__(ServiceID)
-            for field, value in (("trust_domain", td), ("namespace", s[1]), ("datacenter", s[3]),
-                                 ("service", s[5]), ("partition", ap)):
-                object.__setattr__(service, field, value)
-            return service
+            return _checked_service(td, s[1], s[3], s[5], ap)
         return ServiceID(td, s[1], s[3], s[5], ap)
     if n == 6 and s[0] == "agent" and s[1] == "client" and s[2] == "dc" and s[4] == "id":
         return AgentID(td, s[3], s[5], ap)
@@ -342,3 +339,35 @@ def parse_consul_id(uri: str) -> ConsulID:
 def trust_domain_for_cluster(cluster_id: str) -> str:
     """``<cluster-id>.consul``, lower-cased like Consul's SpiffeIDSigningForCluster."""
     return validate_trust_domain(f"{cluster_id.lower()}.consul")
+
+
+def _checked_service(trust_domain: str, namespace: str, datacenter: str, service: str, partition: str) -> ServiceID:
+    """A ServiceID from parts a parser has already checked (no second validation)."""
+    out = object.__new__(ServiceID)
+    setattr_ = object.__setattr__
+    setattr_(out, "trust_domain", trust_domain)
+    setattr_(out, "namespace", namespace)
+    setattr_(out, "datacenter", datacenter)
+    setattr_(out, "service", service)
+    setattr_(out, "partition", partition)
+    return out
+
+
+# A Consul service's ID, what nearly every workload leaf carries, in one match.
+_SERVICE_ID_RE = re.compile(
+    r"spiffe://([a-z0-9._-]+)(?:/ap/([A-Za-z0-9._-]+))?/ns/([A-Za-z0-9._-]+)/dc/([A-Za-z0-9._-]+)/svc/([A-Za-z0-9._-]+)"
+)
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def parse_svid_uri(uri: str) -> tuple[SpiffeID, ConsulID | None]:
+    """``parse_spiffe_id`` then ``consul_id_from_spiffe``, the same answers and errors, with a
+    single match for a Consul service ID (the verifier does this for every new leaf)."""
+    m = _SERVICE_ID_RE.fullmatch(uri) if type(uri) is str and len(uri) <= MAX_ID_LENGTH else None
+    if m is not None:
+        td, ap, ns, dc, svc = m.groups()
+        if len(td) <= MAX_TRUST_DOMAIN_LENGTH and not _DOT_SEGMENTS.intersection((ap, ns, dc, svc)):
+            segments = ("ns", ns, "dc", dc, "svc", svc) if ap is None else ("ap", ap, "ns", ns, "dc", dc, "svc", svc)
+            return SpiffeID(td, segments), _checked_service(td, ns, dc, svc, ap or DEFAULT)
+    sid = parse_spiffe_id(uri)
+    return sid, consul_id_from_spiffe(sid, validated=True)

@@ -49,6 +49,7 @@ from gateway.identity.spiffe import (
     SpiffeID,
     consul_id_from_spiffe,
     parse_spiffe_id,
+    parse_svid_uri,
     validate_trust_domain,
 )
 
@@ -470,7 +471,7 @@ class Verifier:
         any parsed object. Else (None, the key to record the issuer under if the full
         validation succeeds). Every refusal here is decided again, with its reason, in full."""
         try:
-            sid = parse_spiffe_id(plain.uri)
+            sid, consul_id = parse_svid_uri(plain.uri)
         except InvalidSpiffeID:
             return None, None
         if not sid.segments or sid.trust_domain not in state.bundles:
@@ -483,7 +484,7 @@ class Verifier:
         self.leaf_steps += 1
         identity = VerifiedIdentity(
             spiffe_id=sid,
-            consul_id=consul_id_from_spiffe(sid, validated=True),
+            consul_id=consul_id,
             serial_hex=format(plain.serial, "x"),
             not_before=datetime.fromtimestamp(plain.not_before, _UTC),
             not_after=datetime.fromtimestamp(plain.not_after, _UTC),
