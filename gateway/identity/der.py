@@ -201,26 +201,39 @@ def _tlv(buf: bytes, i: int, end: int) -> tuple[int, int, int]:
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
+def _utc_time(buf: bytes, s: int) -> float:
+    """The 13 octets ``YYMMDDhhmmssZ`` of a UTCTime's content at ``s`` -> POSIX seconds."""
+    digits = buf[s : s + 12]
+    if buf[s + 12] != 0x5A or not digits.isdigit():
+        raise _NotPlain
+    return _seconds(int(digits), True)
+
+
+def _seconds(v: int, two_digit_year: bool) -> float:
+    """``[YY]YYMMDDhhmmss`` as one integer -> POSIX seconds; the date is checked by ``date``."""
+    v, second = divmod(v, 100)
+    v, minute = divmod(v, 100)
+    v, hour = divmod(v, 100)
+    v, day = divmod(v, 100)
+    year, month = divmod(v, 100)
+    if two_digit_year:
+        year += 1900 if year >= 50 else 2000
+    if hour > 23 or minute > 59 or second > 59:
+        raise _NotPlain
+    return float((date(year, month, day).toordinal() - _EPOCH_ORDINAL) * 86400 + hour * 3600 + minute * 60 + second)
+
+
 def _time(buf: bytes, i: int, end: int) -> tuple[float, int]:
     """UTCTime ``YYMMDDhhmmssZ`` or GeneralizedTime ``YYYYMMDDhhmmssZ`` -> POSIX seconds."""
     tag, s, e = _tlv(buf, i, end)
     digits = buf[s : e - 1]
     if buf[e - 1] != 0x5A or not digits.isdigit():  # "...Z"; bytes.isdigit: ASCII digits only
         raise _NotPlain
-    v = int(digits)  # one conversion, then arithmetic: this runs twice per new leaf
-    v, second = divmod(v, 100)
-    v, minute = divmod(v, 100)
-    v, hour = divmod(v, 100)
-    v, day = divmod(v, 100)
-    year, month = divmod(v, 100)
     if tag == 0x17 and e - s == 13:
-        year += 1900 if year >= 50 else 2000
-    elif tag != 0x18 or e - s != 15:
-        raise _NotPlain
-    if hour > 23 or minute > 59 or second > 59:
-        raise _NotPlain
-    days = date(year, month, day).toordinal() - _EPOCH_ORDINAL  # checks the date
-    return float(days * 86400 + hour * 3600 + minute * 60 + second), e
+        return _seconds(int(digits), True), e
+    if tag == 0x18 and e - s == 15:
+        return _seconds(int(digits), False), e
+    raise _NotPlain
 
 
 # Whole TLVs, compared as bytes.
@@ -232,6 +245,7 @@ _SPKI_ALGORITHMS = frozenset({
 })
 _SAN, _KU, _EKU, _BC = b"\x06\x03\x55\x1d\x11", b"\x06\x03\x55\x1d\x0f", b"\x06\x03\x55\x1d\x25", b"\x06\x03\x55\x1d\x13"
 _SKID, _AKID = b"\x06\x03\x55\x1d\x0e", b"\x06\x03\x55\x1d\x23"
+_ID_CE = b"\x06\x03\x55\x1d"  # id-ce: the OID arc of every extension read here
 _CRITICAL = b"\x01\x01\xff"
 _EKU_OID = {
     "client": b"\x06\x08\x2b\x06\x01\x05\x05\x07\x03\x02",
@@ -303,10 +317,14 @@ def _read(der: bytes, purpose: str) -> PlainLeaf:
     tag, vs, ve = _tlv(der, ne, te)  # validity
     if tag != 0x30:
         raise _NotPlain
-    not_before, k = _time(der, vs, ve)
-    not_after, k = _time(der, k, ve)
-    if k != ve:
-        raise _NotPlain
+    if ve - vs == 30 and der[vs] == 0x17 and der[vs + 1] == 13 and der[vs + 15] == 0x17 and der[vs + 16] == 13:
+        not_before = _utc_time(der, vs + 2)  # the usual validity: two UTCTimes
+        not_after = _utc_time(der, vs + 17)
+    else:
+        not_before, k = _time(der, vs, ve)
+        not_after, k = _time(der, k, ve)
+        if k != ve:
+            raise _NotPlain
     tag, ss, se = _tlv(der, ve, te)  # subject
     if tag != 0x30:
         raise _NotPlain
@@ -342,16 +360,22 @@ def _read(der: bytes, purpose: str) -> PlainLeaf:
             tag, es, ee = _tlv(der, i, le)
             if tag != 0x30:
                 raise _NotPlain
-        whole = der[i:ee]
-        i = ee
-        known = _ext_memo.get(whole)
-        if known is None:
-            known = _extension(der, es, ee)
-            if known[0] != _SAN and known[0] != _SKID:
+        kind = der[es + 4] if der.startswith(_ID_CE, es) else 0
+        if kind == 0x0E and der[es + 5] == 0x04 and der[es + 7] == 0x04 and 0 < der[es + 8] == der[es + 6] - 2 < 0x7E \
+                and es + 9 + der[es + 8] == ee:
+            oid, value = _SKID, None  # non-critical, one short OCTET STRING: per leaf, not memoized
+        elif kind == 0x11:
+            oid, value = _extension(der, es, ee)  # the SAN: per leaf, not memoized
+        else:
+            whole = der[i:ee]
+            known = _ext_memo.get(whole)
+            if known is None:
+                known = _extension(der, es, ee)
                 if len(_ext_memo) >= _MEMO_SIZE:
                     _ext_memo.clear()
                 _ext_memo[whole] = known
-        oid, value = known
+            oid, value = known
+        i = ee
         if oid in seen:
             raise _NotPlain
         seen.append(oid)

@@ -53,6 +53,7 @@ _ECDSA = {
     b"\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x03": ec.ECDSA(hashes.SHA384()),
     b"\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x04": ec.ECDSA(hashes.SHA512()),
 }
+_PKCS1 = padding.PKCS1v15()
 _RSA_PKCS1 = {
     b"\x30\x0d\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0b\x05\x00": hashes.SHA256(),
     b"\x30\x0d\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0c\x05\x00": hashes.SHA384(),
@@ -69,6 +70,7 @@ class ValidatedIssuer:
     public_key: IssuerPublicKey
     key_id: bytes | None
     window: tuple[float, float]
+    is_ec: bool  # else RSA (decided once: isinstance against the key ABCs is not free)
 
 
 def validated_issuer(above_leaf: list[x509.Certificate]) -> ValidatedIssuer | None:
@@ -94,7 +96,7 @@ def validated_issuer(above_leaf: list[x509.Certificate]) -> ValidatedIssuer | No
         key_id: bytes | None = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
         key_id = None
-    return ValidatedIssuer(public_key, key_id, (not_before, not_after))
+    return ValidatedIssuer(public_key, key_id, (not_before, not_after), isinstance(public_key, ec.EllipticCurvePublicKey))
 
 
 def leaf_step(leaf: PlainLeaf, issuer: ValidatedIssuer, now: float) -> tuple[float, float] | None:
@@ -111,12 +113,16 @@ def leaf_step(leaf: PlainLeaf, issuer: ValidatedIssuer, now: float) -> tuple[flo
         return None
     key = issuer.public_key
     try:
-        if leaf.algorithm in _ECDSA and isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(leaf.signature, leaf.tbs, _ECDSA[leaf.algorithm])
-        elif leaf.algorithm in _RSA_PKCS1 and isinstance(key, rsa.RSAPublicKey):
-            key.verify(leaf.signature, leaf.tbs, padding.PKCS1v15(), _RSA_PKCS1[leaf.algorithm])
+        if issuer.is_ec:
+            algorithm = _ECDSA.get(leaf.algorithm)
+            if algorithm is None:
+                return None
+            key.verify(leaf.signature, leaf.tbs, algorithm)  # type: ignore[call-arg]
         else:
-            return None
+            digest = _RSA_PKCS1.get(leaf.algorithm)
+            if digest is None:
+                return None
+            key.verify(leaf.signature, leaf.tbs, _PKCS1, digest)  # type: ignore[call-arg, arg-type]
     except (InvalidSignature, ValueError):
         return None
     return not_before, not_after
