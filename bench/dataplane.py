@@ -12,7 +12,9 @@ The stack is ``terminus demo``'s (``gateway.demo.stack``) with a different catal
   terminating gateway ``lambda-gateway`` (run with ``--concurrency 2``), ``fn-native`` only to
   the native gateway ``native-gateway``, run with one worker process per core
   (``terminus gateway --workers <os.cpu_count()>``, SO_REUSEPORT; ``--native-workers`` overrides;
-  reported as ``native_processes``);
+  reported as ``native_processes``), with ``--no-access-log`` unless ``--native-access-log`` is
+  given: the Envoy config terminus writes has no access log, so both sides log nothing per
+  request (reported as ``native_access_log``);
 * a client service ``bench`` whose Envoy sidecar has two upstreams: ``fn-envoy`` on port A and
   ``fn-native`` on port B. The sidecar originates mTLS to exactly one gateway per port.
 
@@ -83,11 +85,13 @@ class BenchStack(demo.Stack):
     """`terminus demo` with fn-envoy / fn-native (same ARN) and a `bench` client with two upstreams."""
 
     def __init__(self, ports: demo.Ports, upstream_native: int, workdir: Path,
-                 native_workers: int = NATIVE_WORKERS) -> None:
+                 native_workers: int = NATIVE_WORKERS, native_access_log: bool = False) -> None:
         super().__init__(ports, workdir)
         self.upstream_envoy = ports.upstream
         self.upstream_native = upstream_native
         self.native_workers = native_workers
+        # like for like: the Envoy config terminus writes has no access log either
+        self.native_args = ["--access-log" if native_access_log else "--no-access-log"]
 
     def pid(self, name: str) -> int:
         return next(proc.pid for n, proc in self.procs if n == name)
@@ -138,7 +142,7 @@ class BenchStack(demo.Stack):
         self.register()
         self.spawn("native-gateway", "gateway", "--service", "native-gateway", "--listen", f"127.0.0.1:{p.native_gateway}",
                    "--metrics-listen", f"127.0.0.1:{p.metrics}", "--data-dir", str(data),
-                   "--workers", str(self.native_workers))
+                   "--workers", str(self.native_workers), *self.native_args)
         self.spawn_envoy_args("envoy-gateway", ["--concurrency", str(ENVOY_CONCURRENCY)],
                               "--gateway", "terminating", "--service", "lambda-gateway",
                               "--admin-bind", f"127.0.0.1:{p.admin_gateway}", "--http-addr", self.http)
@@ -358,7 +362,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ports = demo.Ports(**{name: _free_port() for name in vars(demo.Ports())})
     upstream_native = _free_port()
     workdir = Path(tempfile.mkdtemp(prefix="terminus-bench-dataplane-"))
-    stack = BenchStack(ports, upstream_native, workdir, args.native_workers)
+    stack = BenchStack(ports, upstream_native, workdir, args.native_workers, args.native_access_log)
 
     def on_term(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
@@ -420,6 +424,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "latency_loop_rate": lat["achieved_rate"],
         "envoy_concurrency": ENVOY_CONCURRENCY,
         "native_processes": args.native_workers,
+        "native_access_log": args.native_access_log,
         "note": ("native gateway: one asyncio worker process per core (SO_REUSEPORT), CPU summed over the "
                  "workers and their supervisor; wrk, the client sidecar Envoy, both gateways and the Python local "
                  "Lambda share the same cores, so rps compares gateways, it is not capacity"),
@@ -437,6 +442,8 @@ def main() -> None:
                     help=f"seconds of the {RATE} req/s latency loop (default {LAT_SECONDS})")
     ap.add_argument("--native-workers", type=int, default=NATIVE_WORKERS,
                     help=f"native gateway worker processes (default: one per core, {NATIVE_WORKERS})")
+    ap.add_argument("--native-access-log", action="store_true",
+                    help="run the native gateway with its access log on (off by default: Envoy's config has none)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = ap.parse_args()
     if args.native_workers < 1:

@@ -215,3 +215,45 @@ def test_a_dead_worker_stops_the_rest_and_a_killed_parent_takes_its_workers(stac
                 time.sleep(0.05)
     finally:
         gw.kill_tree(pids)
+
+
+def _wait_for_line(gw: Gateway, pattern: str, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in gw.lines:
+            if re.search(pattern, line):
+                return line
+        assert gw.proc.poll() is None, gw.output()
+        time.sleep(0.05)
+    raise AssertionError(f"no line matching {pattern!r}:\n{gw.output()}")
+
+
+@pytest.mark.slow
+def test_each_request_is_logged_unless_switched_off(stack: Any) -> None:
+    """A real `terminus gateway` process writes one access line per request to stderr (flushed
+    within a second); --no-access-log silences those lines only; a bad level is one line."""
+    base = ["--service", "tgw", "--listen", f"127.0.0.1:{stack['port']}", "--metrics-listen",
+            f"127.0.0.1:{free_port()}", "--data-dir", str(stack["data"])]
+    for access in (True, False):
+        gw = Gateway([*base, "--access-log" if access else "--no-access-log"], stack["env"])
+        try:
+            deadline = time.monotonic() + 30
+            while _call(stack, "/warm") != 200:
+                assert time.monotonic() < deadline, gw.output()
+                time.sleep(0.2)
+            assert _call(stack, "/logged?x=1") == 200
+            if access:
+                line = _wait_for_line(gw, r"path=/logged")
+                assert re.search(r"\[INFO\] terminus\.gateway\.access: caller=api dest=authentication method=GET "
+                                 r"path=/logged\?x=1 decision=allow function=authentication status=200 latency_ms=[\d.]+$", line), line
+            else:
+                time.sleep(2.5)  # longer than the flush interval
+                assert not any("terminus.gateway.access" in line for line in gw.lines), gw.output()
+        finally:
+            gw.proc.send_signal(signal.SIGTERM)
+            gw.proc.wait(20)
+    bad = subprocess.run([sys.executable, "-m", "gateway.cli.main", "gateway", *base, "--log-level", "loud"],
+                         cwd=ROOT, env=stack["env"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr.strip().splitlines() == [
+        "Error: --log-level must be one of trace, debug, info, warn, error, not 'loud'"], bad.stderr

@@ -67,19 +67,27 @@ def gateway(
     database_url: Annotated[str | None, typer.Option("--database-url", help="The server's database URL.")] = None,
     config_file: Annotated[str | None, typer.Option("--config-file", help="The server's agent config (HCL or JSON).")] = None,
     workers: Annotated[str, typer.Option("--workers", help="Worker processes sharing the port (SO_REUSEPORT); 0 or 'auto': one per CPU core.")] = "1",
+    log_level: Annotated[str, typer.Option("--log-level", help="trace, debug, info, warn or error (stderr).")] = "info",
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="One line per request at info level.")] = True,
 ) -> None:
     """Serve the linked services of terminating gateway SERVICE: mTLS in, intentions enforced
     per request, Lambda invoked with SigV4 (or plain HTTP upstreams)."""
     from gateway.agentconfig import AgentConfig, load_agent_config
 
+    from gateway.dataplane.logs import parse_level
+
     cfg = load_agent_config(config_file) if config_file else AgentConfig()
     if not (data_dir or cfg.data_dir) and not database_url:
         raise CLIError("Specify the server's --data-dir or --database-url")
+    try:
+        logs = (parse_level(log_level), access_log)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     worker = os.environ.get(WORKER_ENV)
     if worker is not None:
         _become_worker(worker)
         _serve(service, listen, metrics_listen, data_dir, database_url, config_file, reuse_port=True,
-               label=f"worker {worker.split(':', 1)[0]}")
+               label=f"worker {worker.split(':', 1)[0]}", logs=logs)
         return
     n = parse_workers(workers)
     _split(listen, "--listen")
@@ -87,15 +95,17 @@ def gateway(
     if n == 1:
         print(f"==> terminus gateway for {service!r}: mTLS on {listen}, metrics on http://{metrics_listen}/metrics",
               flush=True)
-        _serve(service, listen, metrics_listen, data_dir, database_url, config_file, reuse_port=False, label="")
+        _serve(service, listen, metrics_listen, data_dir, database_url, config_file, reuse_port=False, label="", logs=logs)
         return
-    _supervise(n, service, listen, metrics_listen, data_dir, database_url, config_file)
+    extra = ["--log-level", log_level, "--access-log" if access_log else "--no-access-log"]
+    _supervise(n, service, listen, metrics_listen, data_dir, database_url, config_file, extra)
 
 
 def _serve(service: str, listen: str, metrics_listen: str, data_dir: str | None, database_url: str | None,
-           config_file: str | None, *, reuse_port: bool, label: str) -> None:
+           config_file: str | None, *, reuse_port: bool, label: str, logs: tuple[int, bool]) -> None:
     """One gateway process: the control plane (following the change feed) and the data plane."""
     from gateway.agentconfig import AgentConfig, load_agent_config
+    from gateway.dataplane.logs import configure
     from gateway.cli.main import ca_secret
     from gateway.control import ControlPlane
     from gateway.dataplane.server import GatewayServer, run_gateway
@@ -122,12 +132,14 @@ def _serve(service: str, listen: str, metrics_listen: str, data_dir: str | None,
             print(f"==> {label} (pid {os.getpid()}): mTLS on {_join(server.host, server.port)}, metrics on "
                   f"http://{_join(server.metrics_host, server.metrics_port or 0)}/metrics", flush=True)
 
+    close_logs = configure(*logs)
     threading.Thread(target=follow, name="change-feed", daemon=True).start()
     try:
         run_gateway(cp, service, listen, metrics_listen=metrics_listen, reuse_port=reuse_port, started=started)
     finally:
         stop.set()
         cp.close()
+        close_logs()
 
 
 def _become_worker(spec: str) -> None:
@@ -160,7 +172,7 @@ def _reserve(host: str, port: int) -> socket.socket:
 
 
 def _supervise(n: int, service: str, listen: str, metrics_listen: str, data_dir: str | None,
-               database_url: str | None, config_file: str | None) -> None:
+               database_url: str | None, config_file: str | None, extra: list[str]) -> None:
     host, port = _split(listen, "--listen")
     mhost, mport = _split(metrics_listen, "--metrics-listen")
     reserved = _reserve(host, port)
@@ -179,7 +191,7 @@ def _supervise(n: int, service: str, listen: str, metrics_listen: str, data_dir:
         for i in range(n):
             args = [sys.executable, "-m", "gateway.cli.main", "gateway", "--service", service,
                     "--listen", _join(host, port), "--metrics-listen", _join(mhost, mport + i if mport else 0),
-                    "--workers", "1"]
+                    "--workers", "1", *extra]
             for flag, value in (("--data-dir", data_dir), ("--database-url", database_url),
                                 ("--config-file", config_file)):
                 if value:
