@@ -48,40 +48,29 @@ class CertLayout:
 def cert_layout(der: bytes) -> CertLayout | None:
     """Where the names and signature algorithms sit in ``der``; None if it is not laid out as
     a certificate (the caller then uses the parsed objects)."""
+
+    def at(i: int, tag: int) -> tuple[int, int]:
+        found, start, end = der_tlv(der, i)
+        if found != tag:
+            raise ValueError("unexpected tag")
+        return start, end
+
     try:
-        tag, tbs_start, _ = der_tlv(der, 0)  # Certificate
-        tag2, i, tbs_end = der_tlv(der, tbs_start)  # TBSCertificate
-        if tag != 0x30 or tag2 != 0x30:
-            return None
+        tbs_start, _ = at(0, 0x30)  # Certificate
+        i, tbs_end = at(tbs_start, 0x30)  # TBSCertificate
         if der[i] == 0xA0:  # [0] version
-            i = der_tlv(der, i)[2]
-        tag, _, i = der_tlv(der, i)  # serialNumber
-        if tag != 0x02:
-            return None
-        alg_start = i
-        tag, _, i = der_tlv(der, i)  # signature AlgorithmIdentifier
-        if tag != 0x30:
-            return None
-        inner = der[alg_start:i]
-        issuer_start = i
-        tag, s_issuer, e_issuer = der_tlv(der, i)
-        if tag != 0x30:
-            return None
-        tag, _, i = der_tlv(der, e_issuer)  # validity
-        if tag != 0x30:
-            return None
-        tag, s_subject, e_subject = der_tlv(der, i)
-        if tag != 0x30:
-            return None
-        tag, _, outer_end = der_tlv(der, tbs_end)  # signatureAlgorithm
-        if tag != 0x30:
-            return None
-        tag, s_sig, e_sig = der_tlv(der, outer_end)  # signatureValue BIT STRING
-        if tag != 0x03 or e_sig != len(der) or e_sig <= s_sig or der[s_sig] != 0:
+            i = at(i, 0xA0)[1]
+        alg_start = i = at(i, 0x02)[1]  # serialNumber
+        i = at(i, 0x30)[1]  # signature AlgorithmIdentifier
+        issuer = at(i, 0x30)
+        subject = at(at(issuer[1], 0x30)[1], 0x30)  # after the validity
+        outer_end = at(tbs_end, 0x30)[1]  # signatureAlgorithm
+        s_sig, e_sig = at(outer_end, 0x03)  # signatureValue BIT STRING
+        if e_sig != len(der) or e_sig <= s_sig or der[s_sig] != 0:
             return None
     except (IndexError, ValueError):
         return None
-    return CertLayout(inner, der[issuer_start:e_issuer], (s_issuer, e_issuer), (s_subject, e_subject),
+    return CertLayout(der[alg_start:i], der[i : issuer[1]], issuer, subject,
                       der[tbs_end:outer_end], der[tbs_start:tbs_end], der[s_sig + 1 : e_sig])
 
 
