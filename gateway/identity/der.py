@@ -15,21 +15,38 @@ from dataclasses import dataclass
 from datetime import date
 from typing import NamedTuple
 
-__all__ = ["CertLayout", "PlainLeaf", "cert_layout", "der_tlv", "read_plain_leaf", "simple_names"]
+__all__ = ["CertLayout", "PlainLeaf", "cert_layout", "read_plain_leaf", "simple_names"]
 
 
-def der_tlv(buf: bytes, i: int) -> tuple[int, int, int]:
-    """(tag, start, end) of the content of the DER element at ``i`` (single-byte tags)."""
+class _NotPlain(Exception):
+    """Outside the shapes read here: the caller takes the parsers' path."""
+
+
+def _tlv(buf: bytes, i: int, end: int) -> tuple[int, int, int]:
+    """Strict DER header at ``i`` inside ``buf[:end]``: (tag, content start, content end);
+    single-byte tags and minimal lengths only."""
     tag = buf[i]
     n = buf[i + 1]
+    if tag & 0x1F == 0x1F:
+        raise _NotPlain
     i += 2
-    if n & 0x80:
-        k = n & 0x7F
-        if not 0 < k <= 4:
-            raise ValueError("unsupported DER length")
-        n = int.from_bytes(buf[i : i + k], "big")
-        i += k
-    return tag, i, i + n
+    if n >= 0x80:
+        if n == 0x81:
+            n = buf[i]
+            if n < 0x80:
+                raise _NotPlain
+            i += 1
+        elif n == 0x82:
+            n = buf[i] << 8 | buf[i + 1]
+            if n < 0x100:
+                raise _NotPlain
+            i += 2
+        else:
+            raise _NotPlain
+    n += i
+    if n > end:
+        raise _NotPlain
+    return tag, i, n
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +67,9 @@ def cert_layout(der: bytes) -> CertLayout | None:
     a certificate (the caller then uses the parsed objects)."""
 
     def at(i: int, tag: int) -> tuple[int, int]:
-        found, start, end = der_tlv(der, i)
+        found, start, end = _tlv(der, i, len(der))
         if found != tag:
-            raise ValueError("unexpected tag")
+            raise _NotPlain
         return start, end
 
     try:
@@ -68,7 +85,7 @@ def cert_layout(der: bytes) -> CertLayout | None:
         s_sig, e_sig = at(outer_end, 0x03)  # signatureValue BIT STRING
         if e_sig != len(der) or e_sig <= s_sig or der[s_sig] != 0:
             return None
-    except (IndexError, ValueError):
+    except (_NotPlain, IndexError):
         return None
     return CertLayout(der[alg_start:i], der[i : issuer[1]], issuer, subject,
                       der[tbs_end:outer_end], der[tbs_start:tbs_end], der[s_sig + 1 : e_sig])
@@ -154,37 +171,6 @@ class PlainLeaf(NamedTuple):
     algorithm: bytes  # signature AlgorithmIdentifier TLV (inner and outer are the same bytes)
     tbs: bytes  # what the signature covers
     signature: bytes
-
-
-class _NotPlain(Exception):
-    """Outside the shapes read here: the caller takes the parsers' path."""
-
-
-def _tlv(buf: bytes, i: int, end: int) -> tuple[int, int, int]:
-    """Strict DER header at ``i`` inside ``buf[:end]``: (tag, content start, content end);
-    single-byte tags and minimal lengths only."""
-    tag = buf[i]
-    n = buf[i + 1]
-    if tag & 0x1F == 0x1F:
-        raise _NotPlain
-    i += 2
-    if n >= 0x80:
-        if n == 0x81:
-            n = buf[i]
-            if n < 0x80:
-                raise _NotPlain
-            i += 1
-        elif n == 0x82:
-            n = buf[i] << 8 | buf[i + 1]
-            if n < 0x100:
-                raise _NotPlain
-            i += 2
-        else:
-            raise _NotPlain
-    n += i
-    if n > end:
-        raise _NotPlain
-    return tag, i, n
 
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
