@@ -191,3 +191,33 @@ def test_control_plane_killed_envoy_keeps_enforcing_then_converges(start_server:
                    30, "both proxies to reconnect")
         httpx.put(f"{again.url}/v1/connect/intentions/exact", params={"source": "api", "destination": "backend"}, json={"Action": "deny"})
         wait_until(lambda: status("/hello") == 403, 10, "the restarted control plane's change to converge")
+
+
+def test_envoy_writes_the_access_log_proxy_defaults_ask_for(start_server: Any, backend: int, tmp_path: Path) -> None:
+    """Real Envoy 1.40: enabling AccessLogs after the proxies are up reaches them over xDS;
+    both the sidecar and the gateway log the request in the configured text format, denials
+    included."""
+    grpc_port = free_port()
+    server = start_server("--dev", "--grpc-addr", f"127.0.0.1:{grpc_port}")
+    api = httpx.Client(base_url=server.url)
+    upstream = register_mesh(api, backend, "http")
+    api.put("/v1/connect/intentions/exact", params={"source": "api", "destination": "backend"}, json={"Action": "allow"})
+    log = tmp_path / "access.log"
+    with EnvoyProcess(bootstrap(server, grpc_port, "delta", "--gateway", "terminating", "--service", "tgw")) as tgw, \
+            EnvoyProcess(bootstrap(server, grpc_port, "delta", "--proxy-id", "api-sidecar-proxy")) as sidecar:
+        tgw.wait_admin(30)
+        sidecar.wait_admin(30)
+        wait_until(lambda: call(upstream) == 200, 30, f"a first answer\n{tgw.log(40)}\n{sidecar.log(40)}")
+        assert not log.exists()
+        assert api.put("/v1/config", json={"Kind": "proxy-defaults", "Name": "global", "AccessLogs": {
+            "Enabled": True, "Type": "file", "Path": str(log),
+            "TextFormat": "%REQ(:PATH)% %RESPONSE_CODE% %UPSTREAM_CLUSTER%"}}).json() is True
+
+        def logged(code: int) -> bool:
+            lines = log.read_text().splitlines() if log.exists() else []
+            return sum(line.startswith(f"/hello?x=1 {code} ") for line in lines) >= 2  # sidecar and gateway
+
+        wait_until(lambda: call(upstream) == 200 and logged(200), 10, f"access lines\n{tgw.log(40)}")
+        api.put("/v1/connect/intentions/exact", params={"source": "api", "destination": "backend"}, json={"Action": "deny"})
+        wait_until(lambda: call(upstream) == 403 and logged(403), 10, "a logged denial")
+        assert tgw.running() and sidecar.running()  # applied live, no restart

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ import pytest
 from gateway.configentries.service import prepare
 from gateway.intentions.engine import IntentionEngine, ServiceName
 from xds.resources import build_resources, resource_dicts
-from xds.snapshot import HTTP, TCP, Endpoint, Inbound, LambdaTarget, Leaf, LinkedService, ProxySnapshot, Upstream
+from xds.snapshot import (
+    HTTP, TCP, AccessLogs, Endpoint, Inbound, LambdaTarget, Leaf, LinkedService, ProxySnapshot, Upstream,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "xds"
 TD = "11111111-2222-3333-4444-555555555555.consul"
@@ -97,6 +100,14 @@ SNAPSHOTS = {
         **COMMON,
     ),
 }
+# proxy-defaults AccessLogs: Consul's default JSON to stdout on every filter and listener, and
+# a text format to a file without the listener logs
+SNAPSHOTS["terminating-gateway-access-logs"] = replace(SNAPSHOTS["terminating-gateway"], access_logs=AccessLogs())
+SNAPSHOTS["connect-proxy-http-access-logs"] = replace(
+    SNAPSHOTS["connect-proxy-http"],
+    access_logs=AccessLogs(disable_listener_logs=True, type="file", path="/var/log/envoy/access.log",
+                           text_format="%REQ(:PATH)% %RESPONSE_CODE%"),
+)
 
 
 @pytest.mark.parametrize("name", sorted(SNAPSHOTS))
@@ -124,7 +135,8 @@ def test_golden_configs_pass_envoy_validate(tmp_path: Path) -> None:
     ca = make_ca(TD)
     (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
     for name, snap in SNAPSHOTS.items():
-        dicts = json.loads(json.dumps(resource_dicts(snap)).replace("/etc/ca.pem", str(tmp_path / "ca.pem")).replace("<root certificate>\\n", ca.cert_pem.decode().replace("\n", "\\n")))
+        dicts = json.loads(json.dumps(resource_dicts(snap)).replace("/etc/ca.pem", str(tmp_path / "ca.pem"))
+                           .replace("/var/log/envoy/access.log", str(tmp_path / "access.log")).replace("<root certificate>\\n", ca.cert_pem.decode().replace("\n", "\\n")))
         leaf = make_leaf(ca, uri_sans=[f"spiffe://{TD}/ns/default/dc/dc1/svc/x"])
         text = json.dumps(dicts)
         for svc in ("api", "db", "billing", "legacy-db", "authentication"):

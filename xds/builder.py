@@ -14,7 +14,7 @@ from gateway.identity.sni import service_sni
 from gateway.intentions.engine import ServiceName
 from xds.resources.common import is_ip
 from xds.snapshot import (
-    HTTP, HTTP_PROTOCOLS, TCP, Endpoint, Inbound, LambdaTarget, Leaf, LinkedService, ProxySnapshot, Upstream,
+    HTTP, HTTP_PROTOCOLS, TCP, AccessLogs, Endpoint, Inbound, LambdaTarget, Leaf, LinkedService, ProxySnapshot, Upstream,
 )
 
 # Where the TLS to AWS's Invoke endpoint is verified from: the first system bundle present.
@@ -39,6 +39,15 @@ def protocol_of(cp: ControlPlane, service: str, namespace: str = "default") -> s
         proto = str(((global_entry or {}).get("Config") or {}).get("protocol", ""))
     proto = proto.lower()
     return HTTP if proto in HTTP_PROTOCOLS else TCP
+
+
+def access_logs_of(cp: ControlPlane) -> AccessLogs | None:
+    """proxy-defaults AccessLogs when enabled: Consul applies them to every proxy it configures."""
+    logs = (cp.state.config_entry("proxy-defaults", "global") or {}).get("AccessLogs") or {}
+    if not logs.get("Enabled"):
+        return None
+    return AccessLogs(bool(logs.get("DisableListenerLogs")), logs.get("Type") or "", logs.get("Path") or "",
+                      logs.get("JSONFormat") or "", logs.get("TextFormat") or "")
 
 
 def _address(cp: ControlPlane, svc: dict[str, Any]) -> str:
@@ -100,7 +109,7 @@ def build_snapshot(cp: ControlPlane, node_id: str) -> ProxySnapshot | None:
         node_id=node_id, kind=svc["Kind"], proxy_service=svc["Service"], namespace=ns, datacenter=dc,
         trust_domain=td, roots_pem="".join(r.root_cert_pem for r in cp.ca.published_roots()),
         default_allow=cp.engine.default_allow, datacenters=(dc,),
-        listen_address=_address(cp, svc), listen_port=int(svc.get("Port") or 0),
+        listen_address=_address(cp, svc), listen_port=int(svc.get("Port") or 0), access_logs=access_logs_of(cp),
     )
     if svc["Kind"] == "connect-proxy":
         proxy = svc.get("Proxy") or {}

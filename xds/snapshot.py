@@ -96,6 +96,17 @@ class LinkedService:
 
 
 @dataclass(frozen=True)
+class AccessLogs:
+    """proxy-defaults ``AccessLogs`` when ``Enabled`` (Consul's AccessLogsConfig)."""
+
+    disable_listener_logs: bool = False
+    type: str = ""  # "" (stdout) | "stdout" | "stderr" | "file"
+    path: str = ""
+    json_format: str = ""
+    text_format: str = ""
+
+
+@dataclass(frozen=True)
 class ProxySnapshot:
     node_id: str
     kind: str  # "connect-proxy" | "terminating-gateway"
@@ -115,3 +126,5 @@ class ProxySnapshot:
     upstreams: tuple[Upstream, ...] = ()
     # terminating-gateway
     linked: tuple[LinkedService, ...] = ()
+    # both
+    access_logs: AccessLogs | None = None

@@ -5,6 +5,7 @@ Texts follow Consul's config_entry*.go where Consul has one.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from gateway.awslambda.config import validate_lambda
@@ -47,6 +48,31 @@ def validate_service_defaults(entry: dict[str, Any]) -> None:
 def validate_proxy_defaults(entry: dict[str, Any]) -> None:
     if entry["Name"] != "global":
         raise InvalidInput(f'invalid name ("{entry["Name"]}"), only "global" is supported')
+    validate_access_logs(entry.get("AccessLogs") or {})
+
+
+ACCESS_LOG_TYPES = ("", "stdout", "stderr", "file")
+
+
+def validate_access_logs(logs: dict[str, Any]) -> None:
+    """Consul's AccessLogsConfig.Validate, in its order and with its texts."""
+    kind, path = logs.get("Type") or "", logs.get("Path") or ""
+    json_format, text_format = logs.get("JSONFormat") or "", logs.get("TextFormat") or ""
+    if kind not in ACCESS_LOG_TYPES:
+        raise InvalidInput(f"invalid access log type: {kind}")
+    if kind == "file" and not path:
+        raise InvalidInput("path must be specified when using file type access logs")
+    if json_format and text_format:
+        raise InvalidInput("cannot specify both access log JSONFormat and TextFormat")
+    if kind != "file" and path:
+        raise InvalidInput("path is only valid for file type access logs")
+    if json_format:
+        try:
+            parsed = json.loads(json_format)
+        except ValueError as exc:
+            raise InvalidInput(f"invalid access log json for JSON format: {exc}") from None
+        if not isinstance(parsed, dict):  # Consul accepts any JSON here, then fails to build the proxy config
+            raise InvalidInput("invalid access log json for JSON format: must be a JSON object")
 
 
 def validate_mesh(entry: dict[str, Any]) -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from xds.resources import authz
-from xds.resources import awslambda
+from xds.resources import accesslogs, authz, awslambda
 from xds.resources.common import ADS, downstream_tls, typed
 from xds.snapshot import HTTP, Inbound, LambdaTarget, ProxySnapshot
 
@@ -22,14 +21,16 @@ def _address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def _hcm(stat_prefix: str, http_filters: list[dict[str, Any]], route: dict[str, Any], inbound: bool,
-         strip_any_host_port: bool = False) -> dict[str, Any]:
+def _hcm(snap: ProxySnapshot, stat_prefix: str, http_filters: list[dict[str, Any]], route: dict[str, Any],
+         inbound: bool, strip_any_host_port: bool = False) -> dict[str, Any]:
     config: dict[str, Any] = {
         "stat_prefix": stat_prefix,
         "codec_type": "AUTO",
         "http_filters": [*http_filters, ROUTER],
         **route,
     }
+    if logs := accesslogs.filter_logs(snap.access_logs):
+        config["access_log"] = logs
     if strip_any_host_port:  # SigV4 signs Host; a port in it would not match (Consul PR #12681)
         config["strip_any_host_port"] = True
     if inbound:
@@ -46,9 +47,18 @@ def _hcm(stat_prefix: str, http_filters: list[dict[str, Any]], route: dict[str, 
     }
 
 
-def _tcp_proxy(stat_prefix: str, cluster: str) -> dict[str, Any]:
+def _tcp_proxy(snap: ProxySnapshot, stat_prefix: str, cluster: str) -> dict[str, Any]:
+    config: dict[str, Any] = {"stat_prefix": stat_prefix, "cluster": cluster}
+    if logs := accesslogs.filter_logs(snap.access_logs):
+        config["access_log"] = logs
     return {"name": "envoy.filters.network.tcp_proxy",
-            "typed_config": typed("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", stat_prefix=stat_prefix, cluster=cluster)}
+            "typed_config": typed("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", **config)}
+
+
+def _listener(snap: ProxySnapshot, listener: dict[str, Any]) -> dict[str, Any]:
+    """A listener with, if proxy-defaults asks for them, the logs of unmatched connections."""
+    logs = accesslogs.listener_logs(snap.access_logs)
+    return {**listener, "access_log": logs} if logs else listener
 
 
 def _inbound_filters(snap: ProxySnapshot, inbound: Inbound, cluster: str, stat: str, rds: str,
@@ -58,17 +68,17 @@ def _inbound_filters(snap: ProxySnapshot, inbound: Inbound, cluster: str, stat: 
     L7, with the aws_lambda filter between RBAC and the router."""
     if lam is not None:
         route = {"rds": {"route_config_name": rds, "config_source": ADS}}
-        return [_hcm(stat, [authz.http_filter_fail_closed(), awslambda.http_filter(lam)], route, inbound=True,
+        return [_hcm(snap, stat, [authz.http_filter_fail_closed(), awslambda.http_filter(lam)], route, inbound=True,
                      strip_any_host_port=True)]
     if inbound.protocol == HTTP:
         route = {"rds": {"route_config_name": rds, "config_source": ADS}}
-        return [_hcm(stat, [authz.http_filter_fail_closed()], route, inbound=True)]
-    return [authz.network_filter(snap, inbound), _tcp_proxy(stat, cluster)]
+        return [_hcm(snap, stat, [authz.http_filter_fail_closed()], route, inbound=True)]
+    return [authz.network_filter(snap, inbound), _tcp_proxy(snap, stat, cluster)]
 
 
 def _sidecar(snap: ProxySnapshot) -> list[dict[str, Any]]:
     assert snap.inbound is not None
-    out = [{
+    out = [_listener(snap, {
         "name": f"public_listener:{snap.listen_address}:{snap.listen_port}",
         "address": _address(snap.listen_address, snap.listen_port),
         "traffic_direction": "INBOUND",
@@ -76,22 +86,23 @@ def _sidecar(snap: ProxySnapshot) -> list[dict[str, Any]]:
             "transport_socket": downstream_tls(snap.inbound.leaf.secret_name),
             "filters": _inbound_filters(snap, snap.inbound, "local_app", "public_listener", "public_listener"),
         }],
-    }]
+    })]
     for up in snap.upstreams:
         if up.lambda_ is not None:  # direct invocation, allowed by intentions (see awslambda.py)
-            filters = [_hcm(f"upstream.{up.name}", [awslambda.http_filter(up.lambda_)],
+            filters = [_hcm(snap, f"upstream.{up.name}", [awslambda.http_filter(up.lambda_)],
                             {"rds": {"route_config_name": up.sni, "config_source": ADS}}, inbound=False,
                             strip_any_host_port=True)]
         elif up.protocol == HTTP:
-            filters = [_hcm(f"upstream.{up.name}", [], {"rds": {"route_config_name": up.sni, "config_source": ADS}}, inbound=False)]
+            filters = [_hcm(snap, f"upstream.{up.name}", [], {"rds": {"route_config_name": up.sni, "config_source": ADS}},
+                            inbound=False)]
         else:
-            filters = [_tcp_proxy(f"upstream.{up.name}", up.sni)]
-        out.append({
+            filters = [_tcp_proxy(snap, f"upstream.{up.name}", up.sni)]
+        out.append(_listener(snap, {
             "name": f"{up.name}:{up.bind_address}:{up.bind_port}",
             "address": _address(up.bind_address, up.bind_port),
             "traffic_direction": "OUTBOUND",
             "filter_chains": [{"filters": filters}],
-        })
+        }))
     return out
 
 
@@ -110,16 +121,16 @@ def _terminating_gateway(snap: ProxySnapshot) -> list[dict[str, Any]]:
     chains.append({"filters": [
         {"name": "envoy.filters.network.sni_cluster",
          "typed_config": typed("envoy.extensions.filters.network.sni_cluster.v3.SniCluster")},
-        _tcp_proxy(f"terminating_gateway.{snap.proxy_service}", ""),
+        _tcp_proxy(snap, f"terminating_gateway.{snap.proxy_service}", ""),
     ]})
-    return [{
+    return [_listener(snap, {
         "name": f"default:{snap.listen_address}:{snap.listen_port}",
         "address": _address(snap.listen_address, snap.listen_port),
         "traffic_direction": "INBOUND",
         "listener_filters": [{"name": "envoy.filters.listener.tls_inspector",
                               "typed_config": typed("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector")}],
         "filter_chains": chains,
-    }]
+    })]
 
 
 def listeners(snap: ProxySnapshot) -> list[dict[str, Any]]:
