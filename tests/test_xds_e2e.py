@@ -203,8 +203,10 @@ def test_envoy_writes_the_access_log_proxy_defaults_ask_for(start_server: Any, b
     upstream = register_mesh(api, backend, "http")
     api.put("/v1/connect/intentions/exact", params={"source": "api", "destination": "backend"}, json={"Action": "allow"})
     log = tmp_path / "access.log"
-    with EnvoyProcess(bootstrap(server, grpc_port, "delta", "--gateway", "terminating", "--service", "tgw")) as tgw, \
-            EnvoyProcess(bootstrap(server, grpc_port, "delta", "--proxy-id", "api-sidecar-proxy")) as sidecar:
+    flush = ["--file-flush-interval-msec", "100"]  # Envoy writes file access logs every 10 s by default
+    with EnvoyProcess(bootstrap(server, grpc_port, "delta", "--gateway", "terminating", "--service", "tgw"),
+                      extra_args=flush) as tgw, \
+            EnvoyProcess(bootstrap(server, grpc_port, "delta", "--proxy-id", "api-sidecar-proxy"), extra_args=flush) as sidecar:
         tgw.wait_admin(30)
         sidecar.wait_admin(30)
         wait_until(lambda: call(upstream) == 200, 30, f"a first answer\n{tgw.log(40)}\n{sidecar.log(40)}")
