@@ -253,6 +253,21 @@ def test_malformed_input(pki: PKI, chain: Chain, code: str, reason: str | None) 
         assert err.reason.startswith("malformed leaf certificate: ")
 
 
+def test_duplicate_extension_is_a_malformed_leaf(pki: PKI) -> None:
+    """cryptography raises DuplicateExtension, which is not a ValueError: it must still become
+    a verdict with a reason, on the full path and under a validated issuer alike. (The
+    signature no longer matches after the surgery; the parse is refused before it counts.)"""
+    from tests.support.pki import der_element, with_extra_extension
+
+    good = make_leaf(pki.ica, WEB)
+    second_skid = der_element(0x30, b"\x06\x03\x55\x1d\x0e" + der_element(0x04, der_element(0x04, b"\x03" * 20)))
+    chain = [with_extra_extension(good.der, second_skid), pki.ica.der]
+    for v in (pki.verifier(), _warmed(pki)):
+        err = _reject(v, chain)
+        assert err.code == "malformed"
+        assert err.reason == "malformed leaf certificate extensions: Duplicate 2.5.29.14 extension found"
+
+
 def test_chain_too_long(pki: PKI) -> None:
     chain = leaf(pki) + [pki.ica.der] * MAX_CHAIN_LENGTH
     err = _reject(pki.verifier(), chain)

@@ -84,7 +84,7 @@ def validated_issuer(above_leaf: list[x509.Certificate]) -> ValidatedIssuer | No
         try:
             if any(ext.oid in _CONSTRAINING for ext in cert.extensions):
                 return None
-        except ValueError:
+        except (ValueError, x509.DuplicateExtension):
             return None
         not_before = max(not_before, cert.not_valid_before_utc.timestamp())
         not_after = min(not_after, cert.not_valid_after_utc.timestamp())

@@ -193,6 +193,8 @@ class TrustBundle:
                 bc = c.extensions.get_extension_for_class(x509.BasicConstraints).value
             except x509.ExtensionNotFound:
                 bc = None
+            except x509.DuplicateExtension as e:
+                raise ValueError(f"trust bundle for {trust_domain!r}: {c.subject.rfc4514_string()!r}: {e}") from None
             if bc is None or not bc.ca:
                 raise ValueError(
                     f"trust bundle for {trust_domain!r}: {c.subject.rfc4514_string()!r} is not a CA certificate"
@@ -595,7 +597,7 @@ def _check_leaf(
     names = simple_names(der, layout) if der is not None else None
     try:
         exts = leaf.extensions
-    except ValueError as e:  # duplicate or undecodable extension
+    except (ValueError, x509.DuplicateExtension) as e:  # undecodable or duplicate extension (not a ValueError)
         raise VerificationError(f"malformed leaf certificate extensions: {e}", "malformed") from None
     # One pass instead of a get_extension_for_class scan per lookup; the parser already
     # rejected duplicate extensions, so each class appears at most once.

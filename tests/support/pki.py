@@ -394,3 +394,39 @@ def leaf_client_context(api: Any, service: str, directory: Path) -> tuple[ssl.SS
     ctx.check_hostname = False
     ctx.load_cert_chain(directory / "leaf.pem", directory / "key.pem")
     return ctx, roots["TrustDomain"]
+
+
+# ------------------------------------------------------------- DER surgery (no re-signing)
+
+
+def der_element(tag: int, content: bytes) -> bytes:
+    """One DER element (definite length up to 64 KiB), for certificates built byte by byte."""
+    n = len(content)
+    length = bytes([n]) if n < 0x80 else bytes([0x81, n]) if n < 0x100 else bytes([0x82, n >> 8, n & 0xFF])
+    return bytes([tag]) + length + content
+
+
+def _children(data: bytes) -> list[bytes]:
+    """The DER elements of a constructed value's content, whole."""
+    out, i = [], 0
+    while i < len(data):
+        n, k = data[i + 1], i + 2
+        if n & 0x80:
+            n, k = int.from_bytes(data[k : k + (n & 0x7F)], "big"), k + (n & 0x7F)
+        out.append(data[i : k + n])
+        i = k + n
+    return out
+
+
+def _content(element: bytes) -> bytes:
+    n = element[1]
+    return element[2 + (n & 0x7F if n & 0x80 else 0):]
+
+
+def with_extra_extension(der: bytes, extension: bytes) -> bytes:
+    """``der`` with one more extension appended, lengths fixed, signature left as it was."""
+    tbs, alg, sig = _children(_content(der))
+    fields = _children(_content(tbs))
+    exts = _children(_content(_content(fields[-1])))
+    fields[-1] = der_element(0xA3, der_element(0x30, b"".join([*exts, extension])))
+    return der_element(0x30, der_element(0x30, b"".join(fields)) + alg + sig)
