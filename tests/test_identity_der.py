@@ -21,7 +21,9 @@ from gateway.identity import ca
 from gateway.identity.der import PlainLeaf, cert_layout, read_plain_leaf
 from gateway.identity.spiffe import InvalidSpiffeID, parse_spiffe_id
 from gateway.identity.verify import TrustBundle, VerificationError, Verifier, _check_leaf
-from tests.support.pki import NOW, Cert, hours, make_ca, make_intermediate, make_key, make_leaf, svc_id
+from tests.support.pki import (
+    NOW, Cert, der_element, hours, make_ca, make_intermediate, make_key, make_leaf, svc_id, with_extra_extension,
+)
 
 WEB = svc_id("web")
 _MODELLED = {
@@ -200,6 +202,24 @@ def test_reader_on_mutated_encodings(issuers: tuple[Cert, Cert]) -> None:
                 read += 1
                 assert_agrees(data, plain, purpose)
     assert read > 1000  # most flips land in values (key, signature, names): still read
+
+
+def test_remembered_extensions_never_excuse_a_duplicate(issuers: tuple[Cert, Cert]) -> None:
+    """The extensions a CA repeats are read once per distinct block; a leaf that adds a second
+    subject key id (or SAN) to a block already read is still refused."""
+    long_skid = (x509.UnrecognizedExtension(ExtensionOID.SUBJECT_KEY_IDENTIFIER, b"\x04\x81\x90" + b"\x02" * 0x90), False)
+    leaf = make_leaf(issuers[1], WEB, ski=False, extra_extensions=[long_skid])
+    plain = read_plain_leaf(leaf.der, "client")
+    assert plain is not None
+    assert_agrees(leaf.der, plain, "client")  # the long subject key id is read as a repeated extension
+    short_skid = der_element(0x30, b"\x06\x03\x55\x1d\x0e" + der_element(0x04, der_element(0x04, b"\x03" * 20)))
+    second_san = der_element(0x30, b"\x06\x03\x55\x1d\x11" + der_element(0x04, der_element(0x30, der_element(0x86, svc_id("db").encode()))))
+    for extra in (short_skid, second_san):
+        doubled = with_extra_extension(leaf.der, extra)
+        with pytest.raises(x509.DuplicateExtension):  # cryptography refuses them
+            x509.load_der_x509_certificate(doubled).extensions
+        assert read_plain_leaf(doubled, "client") is None
+    assert read_plain_leaf(leaf.der, "client") == plain
 
 
 def test_leaf_step_identity_equals_the_full_path(issuers: tuple[Cert, Cert]) -> None:

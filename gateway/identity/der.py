@@ -235,7 +235,7 @@ _KU_DIGITAL_SIGNATURE, _KU_CA_BITS = 0x80, 0x04 | 0x02 | 0x01
 # Extensions and issuer names repeat from leaf to leaf of one CA (everything but the SAN and
 # the subject key id): each distinct encoding is read once. Bounded; cleared when full.
 _MEMO_SIZE = 512
-_ext_memo: dict[bytes, tuple[bytes, object]] = {}
+_block_memo: dict[bytes, tuple[frozenset[str], bytes | None, bool]] = {}
 _name_memo: dict[bytes, Name | None] = {}
 
 
@@ -320,10 +320,11 @@ def _read(der: bytes, purpose: str) -> PlainLeaf:
     if tag != 0x30 or le != xe:
         raise _NotPlain
 
-    seen = []
-    uri: str | None = None
-    san_critical = ku_ok = False
-    akid: bytes | None = None
+    # Walk the extension headers; the SAN and the subject key id differ from leaf to leaf,
+    # everything else repeats across a CA's leaves and is read once per distinct block.
+    static: list[bytes] = []
+    san: tuple[int, int] | None = None
+    skids = 0
     i = ls
     while i < le:
         n = der[i + 1]
@@ -338,33 +339,25 @@ def _read(der: bytes, purpose: str) -> PlainLeaf:
         kind = der[es + 4] if der.startswith(_ID_CE, es) else 0
         if kind == 0x0E and der[es + 5] == 0x04 and der[es + 7] == 0x04 and 0 < der[es + 8] == der[es + 6] - 2 < 0x7E \
                 and es + 9 + der[es + 8] == ee:
-            oid, value = _SKID, None  # non-critical, one short OCTET STRING: per leaf, not memoized
-        elif kind == 0x11:
-            oid, value = _extension(der, es, ee)  # the SAN: per leaf, not memoized
+            skids += 1  # non-critical, one short OCTET STRING
+        elif kind == 0x11 and san is None:
+            san = (es, ee)
         else:
-            whole = der[i:ee]
-            known = _ext_memo.get(whole)
-            if known is None:
-                known = _extension(der, es, ee)
-                if len(_ext_memo) >= _MEMO_SIZE:
-                    _ext_memo.clear()
-                _ext_memo[whole] = known
-            oid, value = known
+            static.append(der[i:ee])
         i = ee
-        if oid in seen:
-            raise _NotPlain
-        seen.append(oid)
-        if oid == _SAN:
-            uri, san_critical = value  # type: ignore[misc]
-        elif oid == _KU:
-            ku_ok = True
-        elif oid == _EKU:
-            if purpose not in value:  # type: ignore[operator]
-                raise _NotPlain
-        elif oid == _AKID:
-            akid = value  # type: ignore[assignment]
-    if uri is None or not ku_ok:
+    if san is None or skids > 1:
         raise _NotPlain
+    block = b"".join(static)  # DER elements are self-delimiting: equal bytes, equal lists
+    facts = _block_memo.get(block)
+    if facts is None:
+        facts = _static_extensions(static)
+        if len(_block_memo) >= _MEMO_SIZE:
+            _block_memo.clear()
+        _block_memo[block] = facts
+    eku, akid, has_skid = facts
+    if purpose not in eku or (has_skid and skids):
+        raise _NotPlain
+    uri, san_critical = _extension(der, *san)[1]  # type: ignore[misc]
 
     tag, _, k = _tlv(der, te, e)  # signatureAlgorithm: the same bytes as inside
     if tag != 0x30 or der[te:k] != algorithm:
@@ -378,6 +371,29 @@ def _read(der: bytes, purpose: str) -> PlainLeaf:
     if issuer_name is None or subject_name is None or issuer_name == subject_name or (subject_empty and not san_critical):
         raise _NotPlain  # a name outside the simple form, self-issued, or an empty subject without a critical SAN
     return PlainLeaf(uri, serial, not_before, not_after, issuer, akid, algorithm, der[s:te], der[gs + 1 : ge])
+
+
+def _static_extensions(static: list[bytes]) -> tuple[frozenset[str], bytes | None, bool]:
+    """What the extensions other than the SAN and the short subject key id say: (the purposes
+    the EKU allows, or all when there is none; the authority key id; whether a subject key id
+    is among them). Raises _NotPlain unless keyUsage is there and allowed, each extension
+    appears at most once, and nothing else does."""
+    seen = {_SAN}
+    eku: frozenset[str] = frozenset(_EKU_OID)
+    akid: bytes | None = None
+    for tlv in static:
+        tag, s, e = _tlv(tlv, 0, len(tlv))
+        oid, value = _extension(tlv, s, e)
+        if oid in seen:
+            raise _NotPlain
+        seen.add(oid)
+        if oid == _EKU:
+            eku = value  # type: ignore[assignment]
+        elif oid == _AKID:
+            akid = value  # type: ignore[assignment]
+    if _KU not in seen:
+        raise _NotPlain
+    return eku, akid, _SKID in seen
 
 
 def _memo_name(der: bytes, tlv: bytes, s: int, e: int) -> Name | None:

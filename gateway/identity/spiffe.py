@@ -357,7 +357,6 @@ def _checked_service(trust_domain: str, namespace: str, datacenter: str, service
 _SERVICE_ID_RE = re.compile(
     r"spiffe://([a-z0-9._-]+)(?:/ap/([A-Za-z0-9._-]+))?/ns/([A-Za-z0-9._-]+)/dc/([A-Za-z0-9._-]+)/svc/([A-Za-z0-9._-]+)"
 )
-_DOT_SEGMENTS = frozenset({".", ".."})
 
 
 def parse_svid_uri(uri: str) -> tuple[SpiffeID, ConsulID | None]:
@@ -366,7 +365,9 @@ def parse_svid_uri(uri: str) -> tuple[SpiffeID, ConsulID | None]:
     m = _SERVICE_ID_RE.fullmatch(uri) if type(uri) is str and len(uri) <= MAX_ID_LENGTH else None
     if m is not None:
         td, ap, ns, dc, svc = m.groups()
-        if len(td) <= MAX_TRUST_DOMAIN_LENGTH and not _DOT_SEGMENTS.intersection((ap, ns, dc, svc)):
+        # a segment starting with "." may be "." or "..": those (rare) take the two-step parse
+        if len(td) <= MAX_TRUST_DOMAIN_LENGTH and ns[0] != "." and dc[0] != "." and svc[0] != "." and (
+                ap is None or ap[0] != "."):
             segments = ("ns", ns, "dc", dc, "svc", svc) if ap is None else ("ap", ap, "ns", ns, "dc", dc, "svc", svc)
             return SpiffeID(td, segments), _checked_service(td, ns, dc, svc, ap or DEFAULT)
     sid = parse_spiffe_id(uri)

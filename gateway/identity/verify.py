@@ -424,14 +424,17 @@ class Verifier:
                 f"certificate chain too long: {len(key)} certificates (max {MAX_CHAIN_LENGTH})", "chain_too_long"
             )
         cache = state.caches[purpose]
-        if all(type(c) is bytes for c in key):
-            ders: tuple[bytes, ...] = key
-        else:  # x509 objects / bytearray: the cache only holds DER keys, so look again
-            ders = tuple(_der_of(c) for c in key)
-            entry = cache.get(ders)
-            t = time.time() if now is None else _timestamp(now)
-            if entry is not None and entry[1] <= t <= entry[2]:
-                return entry[0]
+        for c in key:
+            if type(c) is not bytes:  # x509 objects / bytearray: the cache only holds DER keys, so look again
+                ders = tuple(_der_of(c) for c in key)
+                entry = cache.get(ders)
+                t = time.time() if now is None else _timestamp(now)
+                if entry is not None and entry[1] <= t <= entry[2]:
+                    return entry[0]
+                cache.pop(ders, None)  # expired: _remember appends the new entry at the end
+                break
+        else:
+            ders = key
 
         leaf_der = ders[0]
         record_key: IssuerKey | None = None
@@ -484,13 +487,9 @@ class Verifier:
         if window is None:
             return None, record_key
         self.leaf_steps += 1
-        identity = VerifiedIdentity(
-            spiffe_id=sid,
-            consul_id=consul_id,
-            serial_hex=format(plain.serial, "x"),
-            not_before=datetime.fromtimestamp(plain.not_before, _UTC),
-            not_after=datetime.fromtimestamp(plain.not_after, _UTC),
-        )
+        identity = VerifiedIdentity(sid, consul_id, format(plain.serial, "x"),
+                                    datetime.fromtimestamp(plain.not_before, _UTC),
+                                    datetime.fromtimestamp(plain.not_after, _UTC))
         return self._remember(cache, ders, identity, window), record_key
 
     def _remember(
@@ -498,8 +497,7 @@ class Verifier:
     ) -> VerifiedIdentity:
         if self._cache_size > 0:
             with self._lock:
-                cache[ders] = (identity, window[0], window[1])
-                cache.move_to_end(ders)
+                cache[ders] = (identity, window[0], window[1])  # a new key: it goes last (most recent)
                 while len(cache) > self._cache_size:
                     cache.popitem(last=False)
         return identity
