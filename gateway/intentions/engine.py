@@ -271,7 +271,6 @@ class IntentionEngine:
         self._views: dict[str, dict[str, CompiledIntention | Decision]] = {}
         self._entry_dest: dict[tuple[str, str, str], str] = {}
         self._lock = threading.Lock()
-        self.generation = 0  # bumped on every change: lets callers cache derived results
         self._epoch = object()  # replaced after every change, once the new views are published
         self._default = Decision(default_allow, default_reason, by_default=True)
 
@@ -310,7 +309,6 @@ class IntentionEngine:
             self._changed()
 
     def _changed(self) -> None:
-        self.generation += 1
         self._epoch = object()  # after the views: a reader that saw the old epoch re-resolves
 
     def _put(self, entry: Mapping[str, Any], previous: Mapping[str, CompiledIntention] | None = None) -> str | None:
