@@ -105,18 +105,18 @@ class GatewayMetrics:
 
     def fast_counter(self, metric: Counter, *labels: str) -> FastCounter:
         """The deferred recorder of ``metric.labels(*labels)`` (one per label set)."""
-        key = (id(metric), labels)
-        hit = self._fast.get(key)
-        if hit is None:
-            hit = self._fast[key] = FastCounter(metric.labels(*labels))
-        return hit  # type: ignore[return-value]
+        return self._recorder(FastCounter, metric, labels)  # type: ignore[return-value]
 
     def fast_histogram(self, metric: Histogram, *labels: str) -> FastHistogram:
+        return self._recorder(FastHistogram, metric, labels)  # type: ignore[return-value]
+
+    def _recorder(self, kind: type[FastCounter] | type[FastHistogram], metric: Any,
+                  labels: tuple[str, ...]) -> FastCounter | FastHistogram:
         key = (id(metric), labels)
         hit = self._fast.get(key)
         if hit is None:
-            hit = self._fast[key] = FastHistogram(metric.labels(*labels))
-        return hit  # type: ignore[return-value]
+            hit = self._fast[key] = kind(metric.labels(*labels))
+        return hit
 
     def flush(self) -> None:
         for recorder in self._fast.values():
