@@ -43,6 +43,7 @@ Every process started is stopped by PID at the end, also on error or Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -55,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
+from cryptography import x509  # noqa: E402
 
 from gateway.awslambda.sigv4 import Credentials, Signer  # noqa: E402
 from gateway.cli.client import CLIError  # noqa: E402
@@ -269,6 +272,26 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
+def _spiffe_uri(der: bytes) -> str:
+    cert = x509.load_der_x509_certificate(der)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return san.get_values_for_type(x509.UniformResourceIdentifier)[0]
+
+
+def gateway_headers(tls: ssl.SSLSocket, client_pem: str) -> list[tuple[str, str]]:
+    """The headers the native gateway forwards for the bench's GET: the client's two, then
+    the three it adds (a request id, the scheme, and XFCC with the leaf it presented, the
+    client leaf's SHA-256 and the client's URI). The direct request carries the same
+    envelope, so the two streams differ only by the gateway."""
+    client_der = ssl.PEM_cert_to_DER_cert(client_pem)
+    gateway_der = tls.getpeercert(binary_form=True)
+    assert gateway_der is not None
+    xfcc = (f"By={_spiffe_uri(gateway_der)};Hash={hashlib.sha256(client_der).hexdigest()};"
+            f"URI={_spiffe_uri(client_der)}")
+    return [("host", "fn-native"), ("user-agent", "terminus-bench"), ("x-request-id", str(uuid.uuid4())),
+            ("x-forwarded-proto", "https"), ("x-forwarded-client-cert", xfcc)]
+
+
 def latency_loop(stack: BenchStack, workdir: Path, seconds: float) -> dict[str, Any]:
     p = stack.ports
     http = f"http://{stack.http}"
@@ -290,7 +313,7 @@ def latency_loop(stack: BenchStack, workdir: Path, seconds: float) -> dict[str, 
 
     url = f"http://127.0.0.1:{p.lambda_}/2015-03-31/functions/{demo.ARN}/invocations"
     host = f"127.0.0.1:{p.lambda_}"
-    payload = jsonize_request("GET", "/", [("host", "fn-native"), ("user-agent", "terminus-bench")], b"")
+    payload = jsonize_request("GET", "/", gateway_headers(tls, leaf["CertPEM"]), b"")
     signer = Signer("lambda", "us-east-1")
     creds = Credentials(demo.DEMO_KEY, demo.DEMO_SECRET)
 
