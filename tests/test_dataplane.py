@@ -9,6 +9,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import uuid
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -492,6 +493,17 @@ def test_transform_units() -> None:
     assert t.status == 200 and t.body == b"hi"
     assert ("x-amzn-requestid", "r1") in t.headers and ("content-type", "application/json") in t.headers
     assert all(n != "content-length" for n, _ in t.headers)
+
+
+def test_request_ids_are_fresh_uuid4s() -> None:
+    from gateway.dataplane.server import _RequestIds
+
+    ids = _RequestIds()
+    got = [ids.next() for _ in range(300)]  # several batches
+    assert len(set(got)) == 300
+    for rid in got:
+        u = uuid.UUID(rid)
+        assert u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == rid
 
 
 def test_lambda_meta_keys() -> None:

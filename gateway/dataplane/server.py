@@ -580,23 +580,28 @@ def _normalize(target: str) -> NormalizedPath | PathError:
 
 
 class _RequestIds:
-    """UUID4 strings (what ``str(uuid.uuid4())`` gives) from a buffer of random bytes."""
+    """UUID4 strings (what ``str(uuid.uuid4())`` gives), made 64 at a time: per request a pop,
+    not a cold pass through the formatting code (a quiet gateway finds its caches cold)."""
+
+    _BATCH = 64
 
     def __init__(self) -> None:
-        self._pool = b""
-        self._at = 0
+        self._ready: list[str] = []
 
     def next(self) -> str:
-        at = self._at
-        if at + 16 > len(self._pool):
-            self._pool = os.urandom(4096)
-            at = 0
-        self._at = at + 16
-        b = bytearray(self._pool[at:at + 16])
-        b[6] = (b[6] & 0x0F) | 0x40
-        b[8] = (b[8] & 0x3F) | 0x80
-        h = b.hex()
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        ready = self._ready
+        if not ready:
+            self._refill()
+        return ready.pop()
+
+    def _refill(self) -> None:
+        pool = os.urandom(16 * self._BATCH)
+        for at in range(0, len(pool), 16):
+            b = bytearray(pool[at:at + 16])
+            b[6] = (b[6] & 0x0F) | 0x40
+            b[8] = (b[8] & 0x3F) | 0x80
+            h = b.hex()
+            self._ready.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
 
 
 class GatewayServer:
@@ -674,7 +679,7 @@ class GatewayServer:
         self._m_requests: dict[tuple[str, str, str], Any] = {}
         self._m_request_seconds: dict[str, Any] = {}
         self._m_lambda: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._functions: dict[LambdaTarget, str] = {}
+        self._functions: dict[str, str] = {}  # ARN -> function label
 
     # -- routes / TLS ------------------------------------------------------------------------
 
@@ -937,10 +942,12 @@ class GatewayServer:
             t0 = time.perf_counter()
 
             def invoked(result: InvokeResult) -> None:
+                elapsed = time.perf_counter() - t0
                 try:
-                    resp = self._lambda_result(tgt, result, time.perf_counter() - t0)
+                    resp = self._lambda_answer(tgt, result)
                     resp.decision = "allow"
                     self._complete(d, req, resp, started)
+                    self._observe_lambda(resp.function, result.outcome, elapsed)  # the answer is out
                 except Exception as exc:  # noqa: BLE001
                     d.fail(exc)
 
@@ -1057,25 +1064,28 @@ class GatewayServer:
         assert self.lambda_client is not None
         t0 = time.perf_counter()
         result = await self.lambda_client.invoke(target, payload)
-        resp = self._lambda_result(target, result, time.perf_counter() - t0)
+        resp = self._lambda_answer(target, result)
+        self._observe_lambda(resp.function, result.outcome, time.perf_counter() - t0)
         resp.decision = "allow"
         return resp
 
-    def _lambda_result(self, target: LambdaTarget, result: InvokeResult, elapsed: float) -> _Response:
-        function = self._functions.get(target)
-        if function is None:
-            function = self._functions[target] = target.function
-        children = self._m_lambda.get((function, result.outcome.value))
-        if children is None:
-            m = self.metrics
-            children = self._m_lambda[(function, result.outcome.value)] = (
-                m.fast_histogram(m.lambda_seconds, function),
-                m.fast_counter(m.lambda_invocations, function, result.outcome.value))
-        children[0].observe(elapsed)
-        children[1].inc()
+    def _lambda_answer(self, target: LambdaTarget, result: InvokeResult) -> _Response:
         resp = self._lambda_response(target, result)
+        function = self._functions.get(target.arn)  # keyed by the ARN: a str hashes in C
+        if function is None:
+            function = self._functions[target.arn] = target.function
         resp.function = function
         return resp
+
+    def _observe_lambda(self, function: str, outcome: InvokeOutcome, elapsed: float) -> None:
+        key = (function, outcome._value_)  # not .value (a Python property) nor the enum (hashed in Python)
+        children = self._m_lambda.get(key)
+        if children is None:
+            m = self.metrics
+            children = self._m_lambda[key] = (m.fast_histogram(m.lambda_seconds, function),
+                                              m.fast_counter(m.lambda_invocations, function, key[1]))
+        children[0].observe(elapsed)
+        children[1].inc()
 
     @staticmethod
     def _lambda_response(target: LambdaTarget, result: InvokeResult) -> _Response:
