@@ -113,6 +113,24 @@ def test_request_parser_waits_or_falls_back_on_partial_input() -> None:
     assert not two
 
 
+def test_per_message_header_lines_are_read_but_not_remembered() -> None:
+    """Request and trace ids are new in every message: each would be a cache entry for nothing."""
+    from gateway.dataplane import server
+
+    for i in range(50):  # warm the caches with the lines that do repeat
+        rid = f"{i:08x}-0000-4000-8000-000000000000"
+        req = _parse_request(bytearray(b"GET / HTTP/1.1\r\nHost: h\r\nx-request-id: %s\r\n\r\n" % rid.encode()), 1 << 20)
+        assert ("x-request-id", rid) in req.headers  # type: ignore[union-attr]
+        got = http1._parse_response(bytearray(b"HTTP/1.1 200 OK\r\nx-amzn-RequestId: %s\r\nContent-Length: 0\r\n\r\n"
+                                              % rid.encode()))
+        assert got[4] == [("x-amzn-requestid", rid), ("content-length", "0")]  # type: ignore[index]
+        assert _frame_fast(_Response(200, [("x-amzn-requestid", rid)]), False) == (
+            b"HTTP/1.1 200 OK\r\nx-amzn-requestid: %s\r\ncontent-length: 0\r\n\r\n" % rid.encode())
+        if i == 0:
+            sizes = (len(server._LINES), len(http1._LINES), len(server._FRAMED))
+    assert (len(server._LINES), len(http1._LINES), len(server._FRAMED)) == sizes
+
+
 def test_response_framing_is_h11s() -> None:
     rng = random.Random(3)
     fast = 0

@@ -292,6 +292,16 @@ _CACHE_LINE_MAX = 512  # longer lines are parsed every time, never cached
 _CACHE_ENTRIES = 4096  # a full cache is emptied (bounded memory whatever peers send)
 
 
+# Header fields whose value is new in (nearly) every message: request and trace ids, dates.
+# Their lines are parsed, never remembered: each would be a fresh entry in a cache that then
+# fills, is emptied and loses the lines that do repeat.
+PER_MESSAGE_FIELDS = frozenset({
+    b"x-request-id", b"x-amzn-requestid", b"x-amz-request-id", b"x-amzn-trace-id", b"x-amz-id-2",
+    b"x-client-trace-id", b"traceparent", b"tracestate", b"x-b3-traceid", b"x-b3-spanid",
+    b"x-b3-parentspanid", b"x-cloud-trace-context", b"date", b"x-amz-date",
+})
+
+
 def remember(cache: dict[Any, Any], key: Any, value: Any, size: int | None = None) -> None:
     """Keep a parsed (or framed) head line for the next message (they repeat), within bounded
     memory; ``size`` is the line's length when ``key`` is not the line itself."""
@@ -320,7 +330,8 @@ def _header_line(line: bytes) -> tuple[bytes, bytes, tuple[str, str] | None] | N
         return None
     name, value = hm.group("field_name").lower(), hm.group("field_value")
     hit = (name, value, (name.decode("ascii"), value.decode("ascii")) if value.isascii() else None)
-    remember(_LINES, line, hit)
+    if name not in PER_MESSAGE_FIELDS:
+        remember(_LINES, line, hit)
     return hit
 
 

@@ -70,7 +70,7 @@ from gateway.dataplane.lambda_client import (
     LambdaTarget,
     StaticCredentialProvider,
 )
-from gateway.dataplane.http1 import FALLBACK, FlowControl, remember, split_head
+from gateway.dataplane.http1 import FALLBACK, PER_MESSAGE_FIELDS, FlowControl, remember, split_head
 from gateway.dataplane.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.dataplane.pathnorm import NormalizedPath, PathError, normalize_request_target
 from gateway.dataplane.routes import Route, Routes, routes_from_control_plane
@@ -193,7 +193,8 @@ def _header_line(line: bytes) -> tuple[bytes, str, str] | None:
             return None
         lname = hm.group("field_name").lower()
         hit = (lname, lname.decode("ascii"), hm.group("field_value").decode("latin-1"))
-        remember(_LINES, line, hit)
+        if lname not in PER_MESSAGE_FIELDS:
+            remember(_LINES, line, hit)
     return hit
 
 
@@ -267,7 +268,8 @@ def _header_bytes(name: str, value: str) -> bytes | None:
     if _H11_NAME.fullmatch(nb) is None or _H11_VALUE.fullmatch(vb) is None:
         return None
     line = b"%s: %s\r\n" % (nb, vb)
-    remember(_FRAMED, (name, value), line, len(line))
+    if nb.lower() not in PER_MESSAGE_FIELDS:
+        remember(_FRAMED, (name, value), line, len(line))
     return line
 
 
