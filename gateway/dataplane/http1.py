@@ -30,7 +30,6 @@ builds its few fixed headers itself) and shares everything else.
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import ssl
 import time
@@ -63,9 +62,7 @@ __all__ = [
 
 _MAX_INCOMPLETE = 16 * 1024  # h11's default max_incomplete_event_size (client side)
 _BIG_BODY = 65536  # bodies larger than this are written separately from the head
-_MISSING = object()
 FALLBACK = object()  # "not the common shape: let h11 read it" (also for the server's parser)
-_CRLF = re.compile(rb"\r\n")
 
 
 class HTTPError(Exception):

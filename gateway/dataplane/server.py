@@ -666,7 +666,6 @@ class GatewayServer:
         self.lambda_client: LambdaClient | None = None
         self._routes = routes
         self._contexts: dict[str, ssl.SSLContext] = {}
-        self._route_uris: dict[str, str] = {}
         self._outer: ssl.SSLContext | None = None
         self._server: asyncio.Server | None = None
         self._metrics_server: asyncio.Server | None = None
@@ -692,15 +691,14 @@ class GatewayServer:
     def update_routes(self, routes: Routes) -> None:
         """Swap routes and TLS contexts; open connections keep what they negotiated."""
         contexts: dict[str, ssl.SSLContext] = {}
-        uris: dict[str, str] = {}
         for sni, route in routes.routes.items():
             ctx = _base_context(routes.roots_pem)
             _load_chain(ctx, route.cert_pem, route.key_pem)
             contexts[sni] = ctx
-            uris[sni] = _route_uri(route)
+            _route_uri(route)  # parsed here, so a connection only looks it up
         if self._outer is not None and routes.roots_pem:
             self._outer.load_verify_locations(cadata=routes.roots_pem)  # additive: new roots only
-        self._contexts, self._route_uris, self._routes = contexts, uris, routes
+        self._contexts, self._routes = contexts, routes
 
     def _sni_callback(self, sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
         ctx = self._contexts.get(server_name) if server_name else None
@@ -810,8 +808,7 @@ class GatewayServer:
                 cert_hash = self._cert_hashes[der] = hashlib.sha256(der).hexdigest()
         else:
             cert_hash = ""
-        gateway_uri = "" if route is None else self._route_uris.get(route.sni) or _route_uri(route)
-        xfcc = f"By={gateway_uri};Hash={cert_hash};URI={caller_uri}"
+        xfcc = f"By={_route_uri(route)};Hash={cert_hash};URI={caller_uri}"
         return _Peer(route, caller, caller_uri, rejection, xfcc, str(route.destination) if route is not None else "")
 
     def _identify(self, der: bytes | None) -> tuple[ServiceName | None, str, str]:
@@ -1183,7 +1180,7 @@ class GatewayServer:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
 
-_ROUTE_URIS: dict[str, str] = {}
+_ROUTE_URIS: dict[str, str] = {}  # leaf PEM -> its SPIFFE URI (filled by update_routes)
 
 
 def _route_uri(route: Route | None) -> str:
