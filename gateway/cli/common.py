@@ -20,6 +20,15 @@ Token = Annotated[str | None, typer.Option("--token", help="ACL token (env TERMI
 Format = Annotated[str, typer.Option("--format", help="Output format: table or json.")]
 
 
+def split_addr(addr: str, flag: str, default_host: str | None = None) -> tuple[str, int]:
+    """HOST:PORT (IPv6 in brackets) of a listen flag; an empty HOST is ``default_host`` if given."""
+    host, sep, port = addr.rpartition(":")
+    host = host.strip("[]") or (default_host or "")
+    if not sep or not port.isdigit() or not host:
+        raise CLIError(f"{flag} must be HOST:PORT, got {addr!r}")
+    return host, int(port)
+
+
 def client(http_addr: str | None, token: str | None) -> Client:
     return Client(http_addr, token)
 

@@ -21,12 +21,15 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gateway.cli.client import CLIError
-from gateway.cli.common import one_line_errors
+from gateway.cli.common import one_line_errors, split_addr
+
+if TYPE_CHECKING:
+    from gateway.agentconfig import AgentConfig
 
 FOLLOW_INTERVAL = 0.25  # seconds between change-feed polls
 STOP_GRACE = 10.0  # seconds the workers get to finish in-flight requests on SIGTERM
@@ -45,13 +48,6 @@ def parse_workers(value: str) -> int:
     if n < 0:
         raise CLIError(f"--workers must be >= 0, not {n}")
     return n or (os.cpu_count() or 1)
-
-
-def _split(listen: str, flag: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise CLIError(f"{flag} must be HOST:PORT, not {listen!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def _join(host: str, port: int) -> str:
@@ -86,32 +82,30 @@ def gateway(
     worker = os.environ.get(WORKER_ENV)
     if worker is not None:
         _become_worker(worker)
-        _serve(service, listen, metrics_listen, data_dir, database_url, config_file, reuse_port=True,
+        _serve(service, listen, metrics_listen, data_dir, database_url, cfg, reuse_port=True,
                label=f"worker {worker.split(':', 1)[0]}", logs=logs)
         return
     n = parse_workers(workers)
-    _split(listen, "--listen")
-    _split(metrics_listen, "--metrics-listen")
+    split_addr(listen, "--listen", "127.0.0.1")
+    split_addr(metrics_listen, "--metrics-listen", "127.0.0.1")
     if n == 1:
         print(f"==> terminus gateway for {service!r}: mTLS on {listen}, metrics on http://{metrics_listen}/metrics",
               flush=True)
-        _serve(service, listen, metrics_listen, data_dir, database_url, config_file, reuse_port=False, label="", logs=logs)
+        _serve(service, listen, metrics_listen, data_dir, database_url, cfg, reuse_port=False, label="", logs=logs)
         return
     extra = ["--log-level", log_level, "--access-log" if access_log else "--no-access-log"]
     _supervise(n, service, listen, metrics_listen, data_dir, database_url, config_file, extra)
 
 
 def _serve(service: str, listen: str, metrics_listen: str, data_dir: str | None, database_url: str | None,
-           config_file: str | None, *, reuse_port: bool, label: str, logs: tuple[int, bool]) -> None:
+           cfg: AgentConfig, *, reuse_port: bool, label: str, logs: tuple[int, bool]) -> None:
     """One gateway process: the control plane (following the change feed) and the data plane."""
-    from gateway.agentconfig import AgentConfig, load_agent_config
     from gateway.dataplane.logs import configure
     from gateway.cli.main import ca_secret
     from gateway.control import ControlPlane
     from gateway.dataplane.server import GatewayServer, run_gateway
     from gateway.store.database import sqlite_url
 
-    cfg = load_agent_config(config_file) if config_file else AgentConfig()
     data_dir = data_dir or cfg.data_dir
     url = database_url or sqlite_url(data_dir)  # type: ignore[arg-type]
     cp = ControlPlane(cfg, url, node_name=f"{socket.gethostname()}-gateway-{service}", ca_secret=ca_secret(data_dir))
@@ -173,8 +167,8 @@ def _reserve(host: str, port: int) -> socket.socket:
 
 def _supervise(n: int, service: str, listen: str, metrics_listen: str, data_dir: str | None,
                database_url: str | None, config_file: str | None, extra: list[str]) -> None:
-    host, port = _split(listen, "--listen")
-    mhost, mport = _split(metrics_listen, "--metrics-listen")
+    host, port = split_addr(listen, "--listen", "127.0.0.1")
+    mhost, mport = split_addr(metrics_listen, "--metrics-listen", "127.0.0.1")
     reserved = _reserve(host, port)
     port = reserved.getsockname()[1]
     stopping = threading.Event()

@@ -115,7 +115,7 @@ def local(
 
     from gateway.awslambda.local import LocalLambda
     from gateway.awslambda.sigv4 import Credentials
-    from gateway.cli.main import split_addr
+    from gateway.cli.common import split_addr
 
     functions = _parse_functions(function)
     host, port = split_addr(listen, "--listen")

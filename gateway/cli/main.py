@@ -11,7 +11,7 @@ import typer
 
 from gateway.cli import acl, config, connect, gateway_cmd, intention, lambda_cmd, services, tls
 from gateway.cli.client import CLIError
-from gateway.cli.common import one_line_errors
+from gateway.cli.common import one_line_errors, split_addr
 
 app = typer.Typer(help="terminus: terminating-gateway control service with Consul-compatible intentions.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -43,13 +43,6 @@ def ca_secret(data_dir: str | None) -> bytes:
         with os.fdopen(fd, "w") as f:
             f.write(os.urandom(32).hex())
     return path.read_text().strip().encode()
-
-
-def split_addr(addr: str, flag: str) -> tuple[str, int]:
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise CLIError(f"{flag} must be HOST:PORT, got {addr!r}")
-    return host.strip("[]"), int(port)
 
 
 @app.command()
