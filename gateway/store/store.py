@@ -359,9 +359,13 @@ class Store:
 
     # -- loading and following ------------------------------------------------------------
 
+    def _reader(self) -> Connection:
+        """A connection that only reads (on SQLite, BEGIN without taking the write lock)."""
+        return self.engine.connect().execution_options(**{READ_ONLY: True})
+
     def reload(self) -> None:
         """Load every table: at start-up, or when the change feed no longer reaches back far enough."""
-        with self._lock, self.engine.connect().execution_options(**{READ_ONLY: True}) as s:
+        with self._lock, self._reader() as s:
             counter = models.IndexCounter.__table__
             counter_value = s.execute(select(counter.c.value).where(counter.c.id == 1)).scalar()
             fresh = State(listeners=self.state.listeners)
@@ -389,7 +393,7 @@ class Store:
         """Apply changes other processes committed since our last index."""
         with self._lock:
             own = conn is None
-            s = conn or self.engine.connect().execution_options(**{READ_ONLY: True})
+            s = conn or self._reader()
             try:
                 rows = s.execute(
                     select(models.Change.index, models.Change.table, models.Change.key)
@@ -581,5 +585,5 @@ class Store:
                 log.exception("commit hook failed")
 
     def ping(self) -> None:
-        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+        with self._reader() as conn:
             conn.execute(text("SELECT 1"))
