@@ -57,6 +57,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -292,46 +293,71 @@ def gateway_headers(tls: ssl.SSLSocket, client_pem: str) -> list[tuple[str, str]
             ("x-forwarded-proto", "https"), ("x-forwarded-client-cert", xfcc)]
 
 
-def latency_loop(stack: BenchStack, workdir: Path, seconds: float) -> dict[str, Any]:
-    p = stack.ports
-    http = f"http://{stack.http}"
-    leaf = httpx.get(f"{http}/v1/agent/connect/ca/leaf/bench", timeout=10).json()
-    roots = httpx.get(f"{http}/v1/agent/connect/ca/roots", timeout=10).json()
-    (workdir / "bench.crt").write_text(leaf["CertPEM"])
-    (workdir / "bench.key").write_text(leaf["PrivateKeyPEM"])
-    dc = httpx.get(f"{http}/v1/agent/self", timeout=10).json().get("Config", {}).get("Datacenter") or "dc1"
-    sni = service_sni("fn-native", None, "default", "default", dc, roots["TrustDomain"])
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                     cadata="".join(r["RootCert"] for r in roots["Roots"]))
-    ctx.check_hostname = False  # the gateway presents a SPIFFE leaf (URI SAN); the CA check stays on
-    ctx.load_cert_chain(workdir / "bench.crt", workdir / "bench.key")
+NATIVE_GET = b"GET / HTTP/1.1\r\nHost: fn-native\r\nUser-Agent: terminus-bench\r\n\r\n"
 
-    tls = ctx.wrap_socket(socket.create_connection(("127.0.0.1", p.native_gateway)), server_hostname=sni)
-    native = HTTPConn(tls)
-    direct = HTTPConn(socket.create_connection(("127.0.0.1", p.lambda_)))
-    native_req = "GET / HTTP/1.1\r\nHost: fn-native\r\nUser-Agent: terminus-bench\r\n\r\n".encode()
 
-    url = f"http://127.0.0.1:{p.lambda_}/2015-03-31/functions/{demo.ARN}/invocations"
-    host = f"127.0.0.1:{p.lambda_}"
-    payload = jsonize_request("GET", "/", gateway_headers(tls, leaf["CertPEM"]), b"")
-    signer = Signer("lambda", "us-east-1")
-    creds = Credentials(demo.DEMO_KEY, demo.DEMO_SECRET)
+class LatencyClient:
+    """What the latency loops send: GETs to a native gateway over mTLS with the ``bench`` leaf
+    (SNI of ``fn-native``, no sidecar), and the SigV4-signed Invoke the gateway would send,
+    straight to the local Lambda."""
 
-    def direct_req() -> bytes:
-        headers = [("Host", host), ("Content-Type", "application/json"),
-                   ("X-Amz-Invocation-Type", "RequestResponse")]
-        headers += signer.sign("POST", url, headers, payload, creds, datetime.now(UTC))
-        head = "".join(f"{k}: {v}\r\n" for k, v in headers)
+    def __init__(self, stack: BenchStack, workdir: Path) -> None:
+        http = f"http://{stack.http}"
+        leaf = httpx.get(f"{http}/v1/agent/connect/ca/leaf/bench", timeout=10).json()
+        roots = httpx.get(f"{http}/v1/agent/connect/ca/roots", timeout=10).json()
+        (workdir / "bench.crt").write_text(leaf["CertPEM"])
+        (workdir / "bench.key").write_text(leaf["PrivateKeyPEM"])
+        dc = httpx.get(f"{http}/v1/agent/self", timeout=10).json().get("Config", {}).get("Datacenter") or "dc1"
+        self.leaf_pem = leaf["CertPEM"]
+        self.sni = service_sni("fn-native", None, "default", "default", dc, roots["TrustDomain"])
+        self.ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                              cadata="".join(r["RootCert"] for r in roots["Roots"]))
+        self.ctx.check_hostname = False  # the gateway presents a SPIFFE leaf (URI SAN); the CA check stays on
+        self.ctx.load_cert_chain(workdir / "bench.crt", workdir / "bench.key")
+        self.lambda_port = stack.ports.lambda_
+
+    def gateway(self, port: int) -> HTTPConn:
+        return HTTPConn(self.ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname=self.sni))
+
+    def lambda_conn(self) -> HTTPConn:
+        return HTTPConn(socket.create_connection(("127.0.0.1", self.lambda_port)))
+
+    def invoke(self, gateway: HTTPConn) -> Callable[[], bytes]:
+        """The signed Invoke (signed afresh on each call, before any timer starts) carrying the
+        envelope ``gateway`` forwards for :data:`NATIVE_GET`."""
+        payload = jsonize_request("GET", "/", gateway_headers(gateway.sock, self.leaf_pem), b"")  # type: ignore[arg-type]
+        host = f"127.0.0.1:{self.lambda_port}"
+        url = f"http://{host}/2015-03-31/functions/{demo.ARN}/invocations"
         target = url.split(host, 1)[1]
-        return f"POST {target} HTTP/1.1\r\n{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+        signer = Signer("lambda", "us-east-1")
+        creds = Credentials(demo.DEMO_KEY, demo.DEMO_SECRET)
 
-    def timed(conn: HTTPConn, raw: bytes) -> float:
-        t = time.perf_counter()
-        status = conn.request(raw)
-        dt = (time.perf_counter() - t) * 1e3
-        if status != 200:
-            raise CLIError(f"latency loop: status {status}")
-        return dt
+        def request() -> bytes:
+            headers = [("Host", host), ("Content-Type", "application/json"),
+                       ("X-Amz-Invocation-Type", "RequestResponse")]
+            headers += signer.sign("POST", url, headers, payload, creds, datetime.now(UTC))
+            head = "".join(f"{k}: {v}\r\n" for k, v in headers)
+            return f"POST {target} HTTP/1.1\r\n{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+
+        return request
+
+
+def timed(conn: HTTPConn, raw: bytes) -> float:
+    """One exchange on ``conn``, in ms; anything but 200 stops the run."""
+    t = time.perf_counter()
+    status = conn.request(raw)
+    dt = (time.perf_counter() - t) * 1e3
+    if status != 200:
+        raise CLIError(f"latency loop: status {status}")
+    return dt
+
+
+def latency_loop(stack: BenchStack, workdir: Path, seconds: float) -> dict[str, Any]:
+    client = LatencyClient(stack, workdir)
+    native = client.gateway(stack.ports.native_gateway)
+    direct = client.lambda_conn()
+    direct_req = client.invoke(native)
+    native_req = NATIVE_GET
 
     try:
         for _ in range(100):  # warm-up

@@ -28,20 +28,17 @@ import os
 import shutil
 import signal
 import socket
-import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dataplane as D  # noqa: E402
-import httpx  # noqa: E402
 
 
 def _listening(port: int) -> bool:
@@ -53,40 +50,11 @@ def _listening(port: int) -> bool:
 
 
 def measure(stack: D.BenchStack, base_port: int, workdir: Path, rounds: int, seconds: float) -> list[dict[str, float]]:
-    http = f"http://{stack.http}"
-    leaf = httpx.get(f"{http}/v1/agent/connect/ca/leaf/bench", timeout=10).json()
-    roots = httpx.get(f"{http}/v1/agent/connect/ca/roots", timeout=10).json()
-    (workdir / "bench.crt").write_text(leaf["CertPEM"])
-    (workdir / "bench.key").write_text(leaf["PrivateKeyPEM"])
-    sni = D.service_sni("fn-native", None, "default", "default", "dc1", roots["TrustDomain"])
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata="".join(r["RootCert"] for r in roots["Roots"]))
-    ctx.check_hostname = False
-    ctx.load_cert_chain(workdir / "bench.crt", workdir / "bench.key")
-
-    def tls(port: int) -> D.HTTPConn:
-        return D.HTTPConn(ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname=sni))
-
-    new, base = tls(stack.ports.native_gateway), tls(base_port)
-    direct = D.HTTPConn(socket.create_connection(("127.0.0.1", stack.ports.lambda_)))
-    get = b"GET / HTTP/1.1\r\nHost: fn-native\r\nUser-Agent: terminus-bench\r\n\r\n"
-    payload = D.jsonize_request("GET", "/", D.gateway_headers(new.sock, leaf["CertPEM"]), b"")  # type: ignore[arg-type]
-    host = f"127.0.0.1:{stack.ports.lambda_}"
-    url = f"http://{host}/2015-03-31/functions/{D.demo.ARN}/invocations"
-    signer, creds = D.Signer("lambda", "us-east-1"), D.Credentials(D.demo.DEMO_KEY, D.demo.DEMO_SECRET)
-
-    def invoke() -> bytes:
-        headers = [("Host", host), ("Content-Type", "application/json"), ("X-Amz-Invocation-Type", "RequestResponse")]
-        headers += signer.sign("POST", url, headers, payload, creds, datetime.now(UTC))
-        head = "".join(f"{k}: {v}\r\n" for k, v in headers)
-        return f"POST {url.split(host, 1)[1]} HTTP/1.1\r\n{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload
-
-    def timed(conn: D.HTTPConn, raw: bytes) -> float:
-        t = time.perf_counter()
-        status = conn.request(raw)
-        if status != 200:
-            raise D.CLIError(f"status {status}")
-        return (time.perf_counter() - t) * 1e3
-
+    client = D.LatencyClient(stack, workdir)
+    new, base = client.gateway(stack.ports.native_gateway), client.gateway(base_port)
+    direct = client.lambda_conn()
+    invoke = client.invoke(new)
+    get, timed = D.NATIVE_GET, D.timed
     try:
         for _ in range(100):  # warm-up
             timed(new, get), timed(base, get), timed(direct, invoke())
