@@ -32,8 +32,11 @@ Keys:
   interleaved (5 ms apart) so they see the same machine state; the percentiles of each stream
   are subtracted (p50 - p50, p99 - p99). Signing of the direct request happens before its
   timer starts; the gateway's own signing is inside its latency, as it should be.
-* ``anchors`` - the straight-to-Lambda p50/p99 of that loop, and ``wrk`` against the local
-  Lambda alone (one replayed signed Invoke), which bounds what any gateway can reach.
+* ``anchors`` - the straight-to-Lambda p50/p99 of that loop; ``envoy_added_p50_ms`` /
+  ``envoy_added_p99_ms``, the same loop run next through the Envoy terminating gateway (SNI
+  of ``fn-envoy``), against its own direct stream: what the reference data plane adds on
+  this machine; and ``wrk`` against the local Lambda alone (one replayed signed Invoke),
+  which bounds what any gateway can reach.
 * ``cpus`` - the machine's CPU count: wrk, both Envoys, the gateway and the Python Lambda
   all share those cores, so throughput here is a comparison, not a capacity figure.
 
@@ -294,6 +297,7 @@ def gateway_headers(tls: ssl.SSLSocket, client_pem: str) -> list[tuple[str, str]
 
 
 NATIVE_GET = b"GET / HTTP/1.1\r\nHost: fn-native\r\nUser-Agent: terminus-bench\r\n\r\n"
+ENVOY_GET = NATIVE_GET.replace(b"fn-native", b"fn-envoy")
 
 
 class LatencyClient:
@@ -309,15 +313,17 @@ class LatencyClient:
         (workdir / "bench.key").write_text(leaf["PrivateKeyPEM"])
         dc = httpx.get(f"{http}/v1/agent/self", timeout=10).json().get("Config", {}).get("Datacenter") or "dc1"
         self.leaf_pem = leaf["CertPEM"]
-        self.sni = service_sni("fn-native", None, "default", "default", dc, roots["TrustDomain"])
+        self.dc, self.trust_domain = dc, roots["TrustDomain"]
         self.ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
                                               cadata="".join(r["RootCert"] for r in roots["Roots"]))
         self.ctx.check_hostname = False  # the gateway presents a SPIFFE leaf (URI SAN); the CA check stays on
         self.ctx.load_cert_chain(workdir / "bench.crt", workdir / "bench.key")
         self.lambda_port = stack.ports.lambda_
 
-    def gateway(self, port: int) -> HTTPConn:
-        return HTTPConn(self.ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname=self.sni))
+    def gateway(self, port: int, service: str = "fn-native") -> HTTPConn:
+        """An mTLS connection to the gateway on ``port``, with the SNI of ``service``."""
+        sni = service_sni(service, None, "default", "default", self.dc, self.trust_domain)
+        return HTTPConn(self.ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname=sni))
 
     def lambda_conn(self) -> HTTPConn:
         return HTTPConn(socket.create_connection(("127.0.0.1", self.lambda_port)))
@@ -352,42 +358,52 @@ def timed(conn: HTTPConn, raw: bytes) -> float:
     return dt
 
 
-def latency_loop(stack: BenchStack, workdir: Path, seconds: float) -> dict[str, Any]:
-    client = LatencyClient(stack, workdir)
-    native = client.gateway(stack.ports.native_gateway)
-    direct = client.lambda_conn()
-    direct_req = client.invoke(native)
-    native_req = NATIVE_GET
-
-    try:
-        for _ in range(100):  # warm-up
-            timed(native, native_req)
-            timed(direct, direct_req())
-        n = int(seconds * RATE)
-        interval = 1.0 / RATE
-        lat_native: list[float] = []
-        lat_direct: list[float] = []
-        t0 = time.perf_counter() + 0.05
-        for i in range(n):
-            due = t0 + i * interval
-            while (delay := due - time.perf_counter()) > 0:
-                time.sleep(delay)
-            lat_native.append(timed(native, native_req))
-            raw = direct_req()
-            due += interval / 2
-            while (delay := due - time.perf_counter()) > 0:
-                time.sleep(delay)
-            lat_direct.append(timed(direct, raw))
-        elapsed = time.perf_counter() - t0
-    finally:
-        native.close()
-        direct.close()
+def paced_pair(gateway: HTTPConn, gateway_req: bytes, direct: HTTPConn, direct_req: Callable[[], bytes],
+               seconds: float) -> dict[str, Any]:
+    """``RATE`` requests/s through ``gateway``, each followed half an interval later by one
+    straight to the Lambda, so both streams see the same machine state."""
+    for _ in range(100):  # warm-up
+        timed(gateway, gateway_req)
+        timed(direct, direct_req())
+    n = int(seconds * RATE)
+    interval = 1.0 / RATE
+    lat_gateway: list[float] = []
+    lat_direct: list[float] = []
+    t0 = time.perf_counter() + 0.05
+    for i in range(n):
+        due = t0 + i * interval
+        while (delay := due - time.perf_counter()) > 0:
+            time.sleep(delay)
+        lat_gateway.append(timed(gateway, gateway_req))
+        raw = direct_req()
+        due += interval / 2
+        while (delay := due - time.perf_counter()) > 0:
+            time.sleep(delay)
+        lat_direct.append(timed(direct, raw))
+    elapsed = time.perf_counter() - t0
     return {
         "n": n,
         "achieved_rate": round(n / elapsed, 1),
-        "native_p50_ms": pct(lat_native, 50), "native_p99_ms": pct(lat_native, 99),
+        "gateway_p50_ms": pct(lat_gateway, 50), "gateway_p99_ms": pct(lat_gateway, 99),
         "direct_p50_ms": pct(lat_direct, 50), "direct_p99_ms": pct(lat_direct, 99),
     }
+
+
+def latency_loop(stack: BenchStack, workdir: Path, seconds: float) -> dict[str, Any]:
+    """The native gateway's pair (the target), then the Envoy gateway's (its anchor), each
+    against its own direct stream."""
+    client = LatencyClient(stack, workdir)
+    conns = [client.gateway(stack.ports.native_gateway), client.gateway(stack.ports.envoy_gateway, "fn-envoy"),
+             client.lambda_conn()]
+    native, envoy, direct = conns
+    try:
+        # the direct request carries the native gateway's envelope; Envoy's differs by a few bytes
+        direct_req = client.invoke(native)
+        return {"native": paced_pair(native, NATIVE_GET, direct, direct_req, seconds),
+                "envoy": paced_pair(envoy, ENVOY_GET, direct, direct_req, seconds)}
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def lambda_alone_script(stack: BenchStack, workdir: Path) -> Path:
@@ -434,7 +450,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if len(native_pids) != args.native_workers + (1 if args.native_workers > 1 else 0):
             raise CLIError(f"native gateway: expected {args.native_workers} worker(s), found processes {native_pids}")
         nat_res = wrk_with_cpu(f"http://127.0.0.1:{stack.upstream_native}/", native_pids, d, c)
-        log(f"latency at {RATE} req/s: native gateway (mTLS, no sidecar) vs signed Invoke straight to Lambda")
+        log(f"latency at {RATE} req/s: native gateway, then Envoy gateway (mTLS, no sidecar), "
+            "each vs a signed Invoke straight to the Lambda")
         lat = latency_loop(stack, workdir, args.latency_seconds)
     finally:
         stack.stop()
@@ -446,8 +463,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     r2 = lambda x: round(x, 2)  # noqa: E731
     r3 = lambda x: round(x, 3)  # noqa: E731
     cpu_ratio = nat_res["cpu_us_per_req"] / env_res["cpu_us_per_req"]
-    added_p50 = lat["native_p50_ms"] - lat["direct_p50_ms"]
-    added_p99 = lat["native_p99_ms"] - lat["direct_p99_ms"]
+    nat, env = lat["native"], lat["envoy"]
+    added_p50 = nat["gateway_p50_ms"] - nat["direct_p50_ms"]
+    added_p99 = nat["gateway_p99_ms"] - nat["direct_p99_ms"]
     return {
         "rps": {"native": r2(nat_res["rps"]), "envoy": r2(env_res["rps"])},
         "cpu_us_per_req": {"native": r2(nat_res["cpu_us_per_req"]), "envoy": r2(env_res["cpu_us_per_req"])},
@@ -459,8 +477,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "added_p50_ok": added_p50 <= 1.0, "added_p99_ok": added_p99 <= 5.0,
         },
         "anchors": {
-            "direct_lambda_p50_ms": r3(lat["direct_p50_ms"]), "direct_lambda_p99_ms": r3(lat["direct_p99_ms"]),
-            "native_gateway_p50_ms": r3(lat["native_p50_ms"]), "native_gateway_p99_ms": r3(lat["native_p99_ms"]),
+            "direct_lambda_p50_ms": r3(nat["direct_p50_ms"]), "direct_lambda_p99_ms": r3(nat["direct_p99_ms"]),
+            "native_gateway_p50_ms": r3(nat["gateway_p50_ms"]), "native_gateway_p99_ms": r3(nat["gateway_p99_ms"]),
+            "envoy_added_p50_ms": r3(env["gateway_p50_ms"] - env["direct_p50_ms"]),
+            "envoy_added_p99_ms": r3(env["gateway_p99_ms"] - env["direct_p99_ms"]),
+            "envoy_gateway_p50_ms": r3(env["gateway_p50_ms"]), "envoy_gateway_p99_ms": r3(env["gateway_p99_ms"]),
             "lambda_alone_rps": r2(lam["rps"]),
         },
         "under_load_latency_ms": {
@@ -469,8 +490,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "lambda_alone": {"p50": r2(lam["p50_ms"]), "p99": r2(lam["p99_ms"])},
         },
         "requests": {"native": nat_res["requests"], "envoy": env_res["requests"], "lambda_alone": lam["requests"],
-                     "latency_loop_each": lat["n"]},
-        "latency_loop_rate": lat["achieved_rate"],
+                     "latency_loop_each": nat["n"]},
+        "latency_loop_rate": {"native": nat["achieved_rate"], "envoy": env["achieved_rate"]},
         "envoy_concurrency": ENVOY_CONCURRENCY,
         "native_processes": args.native_workers,
         "native_access_log": args.native_access_log,
