@@ -41,7 +41,6 @@ import json
 import math
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -64,6 +63,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 from xds.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET  # noqa: E402
+from gateway.loopback import free_port  # noqa: E402
 
 _PREFIX = "type.googleapis.com/"
 HCM = _PREFIX + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -75,12 +75,6 @@ NAMED = (ENDPOINT, SECRET, ROUTE)
 APP_PORT_BASE = 10000  # svc-i listens (nominally) on APP_PORT_BASE + i
 SIDECAR_PORT_BASE = 30000  # and its sidecar on SIDECAR_PORT_BASE + i: explicit, so no 21000-21255 limit
 SOURCE = "web"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,10 @@ from gateway.agentconfig import AgentConfig
 from gateway.api.app import create_app
 from gateway.control import ControlPlane
 from gateway.store.database import sqlite_url
+from gateway.loopback import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CA_SECRET = b"terminus-test-ca-secret-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

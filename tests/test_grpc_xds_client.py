@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from google.protobuf.message import Message
 
 from xds.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, SnapshotCache
 from xds.server import start_xds_server
+from gateway.loopback import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -53,12 +53,6 @@ while True:
         print("err", exc.code().name, exc.details(), flush=True)
     time.sleep(0.05)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _any(msg: Message) -> any_pb2.Any:

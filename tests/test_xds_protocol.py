@@ -8,7 +8,6 @@ waiting a short while on a reader task's queue.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -29,15 +28,10 @@ from google.rpc import status_pb2
 
 from xds.cache import CLUSTER, ENDPOINT, LISTENER, ORDER, ROUTE, SECRET, SnapshotCache
 from xds.server import XdsAuthError, consul_token, start_xds_server
+from gateway.loopback import free_port
 
 NODE = "gw-1"
 QUIET = 0.3  # how long "no response" is waited for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------------- resources

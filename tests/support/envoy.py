@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from xds.bootstrap import bootstrap
 from xds.envoy import envoy_binary  # one finder, shared with `terminus connect envoy`
 
 import httpx
+from gateway.loopback import free_port
 
 __all__ = [
     "EnvoyProcess",
@@ -57,13 +57,6 @@ _base_ids = itertools.count(0)
 
 
 # --------------------------------------------------------------------------- binary
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((_LOCALHOST, 0))
-        return int(s.getsockname()[1])
 
 
 def _client() -> httpx.Client:

@@ -8,7 +8,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -18,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from gateway.loopback import free_port
 
 DB_USER = "terminus"
 DB_NAME = "terminus"
@@ -73,12 +73,6 @@ def _traversable_by_others(path: Path) -> bool:
     return True
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PostgresCluster:
     """A private PostgreSQL cluster in a temp dir, listening on 127.0.0.1 at a fixed free port."""
 
@@ -113,7 +107,7 @@ class PostgresCluster:
         self.root = Path(tempfile.mkdtemp(prefix="terminus-pg-", dir=base))
         self.data = self.root / "data"
         self.logfile = self.root / "postgres.log"
-        self.port = _free_port()
+        self.port = free_port()
         self._pid: int | None = None
         self._db_created = False
         self._closed = False
@@ -193,7 +187,7 @@ class PostgresCluster:
             except RuntimeError as exc:
                 self._kill_from_pidfile()
                 if attempt + 1 < attempts and "could not bind" in str(exc):
-                    self.port = _free_port()
+                    self.port = free_port()
                     opts = re.sub(r"-p \d+", f"-p {self.port}", opts)
                     continue
                 raise
