@@ -15,6 +15,8 @@ The stack is ``terminus demo``'s (``gateway.demo.stack``) with a different catal
   reported as ``native_processes``), with ``--no-access-log`` unless ``--native-access-log`` is
   given: the Envoy config terminus writes has no access log, so both sides log nothing per
   request (reported as ``native_access_log``);
+* ``bench/floor_gateway.py``, one process on its own port, deciding for ``fn-native`` and
+  presenting its leaf (an anchor for the latency loop only);
 * a client service ``bench`` whose Envoy sidecar has two upstreams: ``fn-envoy`` on port A and
   ``fn-native`` on port B. The sidecar originates mTLS to exactly one gateway per port.
 
@@ -35,8 +37,13 @@ Keys:
 * ``anchors`` - the straight-to-Lambda p50/p99 of that loop; ``envoy_added_p50_ms`` /
   ``envoy_added_p99_ms``, the same loop run next through the Envoy terminating gateway (SNI
   of ``fn-envoy``), against its own direct stream: what the reference data plane adds on
-  this machine; and ``wrk`` against the local Lambda alone (one replayed signed Invoke),
-  which bounds what any gateway can reach.
+  this machine; ``floor_added_p50_ms`` / ``floor_added_p99_ms``, the same loop run last
+  through ``bench/floor_gateway.py`` (the least gateway: mTLS, the engine's decision, the
+  JSON envelope, SigV4 and the function result with the gateway's own code, nothing else;
+  checked to answer the same body as the native gateway), against its own direct stream:
+  what any Python gateway adds here, so the native gateway's figure minus this one is what
+  its own structure costs; and ``wrk`` against the local Lambda alone (one replayed signed
+  Invoke), which bounds what any gateway can reach.
 * ``cpus`` - the machine's CPU count: wrk, both Envoys, the gateway and the Python Lambda
   all share those cores, so throughput here is a comparison, not a capacity figure.
 
@@ -75,6 +82,7 @@ from gateway.cli.client import CLIError  # noqa: E402
 from gateway.dataplane.transform import jsonize_request  # noqa: E402
 from gateway.demo import stack as demo  # noqa: E402
 from gateway.identity.sni import service_sni  # noqa: E402
+from gateway.loopback import free_port  # noqa: E402
 
 RATE = 100  # requests per second for the latency loop
 LAT_SECONDS = 10
@@ -82,10 +90,12 @@ ENVOY_CONCURRENCY = 2
 NATIVE_WORKERS = os.cpu_count() or 1  # one worker process per core
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 class BenchStack(demo.Stack):
@@ -97,6 +107,7 @@ class BenchStack(demo.Stack):
         self.upstream_envoy = ports.upstream
         self.upstream_native = upstream_native
         self.native_workers = native_workers
+        self.floor_port = free_port()  # bench/floor_gateway.py: the least gateway, an anchor
         # like for like: the Envoy config terminus writes has no access log either
         self.native_args = ["--access-log" if native_access_log else "--no-access-log"]
 
@@ -150,11 +161,17 @@ class BenchStack(demo.Stack):
         self.spawn("native-gateway", "gateway", "--service", "native-gateway", "--listen", f"127.0.0.1:{p.native_gateway}",
                    "--metrics-listen", f"127.0.0.1:{p.metrics}", "--data-dir", str(data),
                    "--workers", str(self.native_workers), *self.native_args)
+        log = open(self.workdir / "floor-gateway.log", "wb")  # noqa: SIM115 - closed with the process
+        self.procs.append(("floor-gateway", subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("floor_gateway.py")), "--listen", str(self.floor_port),
+             "--http-addr", self.http, "--lambda-port", str(p.lambda_)],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)))
         self.spawn_envoy_args("envoy-gateway", ["--concurrency", str(ENVOY_CONCURRENCY)],
                               "--gateway", "terminating", "--service", "lambda-gateway",
                               "--admin-bind", f"127.0.0.1:{p.admin_gateway}", "--http-addr", self.http)
         self.spawn_envoy_args("envoy-bench-sidecar", [], "--proxy-id", "bench-sidecar-proxy",
                               "--admin-bind", f"127.0.0.1:{p.admin_sidecar}", "--http-addr", self.http)
+        self.wait_for("the floor gateway", lambda: _listening(self.floor_port))
         for port in (self.upstream_envoy, self.upstream_native):
             url = f"http://127.0.0.1:{port}/"
             self.wait_for(f"a first answer through 127.0.0.1:{port}",
@@ -240,6 +257,7 @@ class HTTPConn:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         self.buf = b""
+        self.last_body = b""
 
     def request(self, raw: bytes) -> int:
         self.sock.sendall(raw)
@@ -266,6 +284,7 @@ class HTTPConn:
                 raise CLIError("connection closed mid-body")
             rest += chunk
         self.buf = rest[length:]
+        self.last_body = rest[:length]
         return status
 
     def close(self) -> None:
@@ -390,17 +409,20 @@ def paced_pair(gateway: HTTPConn, gateway_req: bytes, direct: HTTPConn, direct_r
 
 
 def latency_loop(stack: BenchStack, workdir: Path, seconds: float) -> dict[str, Any]:
-    """The native gateway's pair (the target), then the Envoy gateway's (its anchor), each
-    against its own direct stream."""
+    """The native gateway's pair (the target), then the Envoy gateway's and the floor
+    gateway's (its anchors), each against its own direct stream."""
     client = LatencyClient(stack, workdir)
     conns = [client.gateway(stack.ports.native_gateway), client.gateway(stack.ports.envoy_gateway, "fn-envoy"),
-             client.lambda_conn()]
-    native, envoy, direct = conns
+             client.gateway(stack.floor_port), client.lambda_conn()]
+    native, envoy, floor, direct = conns
     try:
         # the direct request carries the native gateway's envelope; Envoy's differs by a few bytes
         direct_req = client.invoke(native)
+        if (floor.request(NATIVE_GET), native.request(NATIVE_GET)) != (200, 200) or floor.last_body != native.last_body:
+            raise CLIError("the floor gateway's answer differs from the native gateway's")
         return {"native": paced_pair(native, NATIVE_GET, direct, direct_req, seconds),
-                "envoy": paced_pair(envoy, ENVOY_GET, direct, direct_req, seconds)}
+                "envoy": paced_pair(envoy, ENVOY_GET, direct, direct_req, seconds),
+                "floor": paced_pair(floor, NATIVE_GET, direct, direct_req, seconds)}
     finally:
         for conn in conns:
             conn.close()
@@ -424,8 +446,8 @@ def lambda_alone_script(stack: BenchStack, workdir: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    ports = demo.Ports(**{name: _free_port() for name in vars(demo.Ports())})
-    upstream_native = _free_port()
+    ports = demo.Ports(**{name: free_port() for name in vars(demo.Ports())})
+    upstream_native = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="terminus-bench-dataplane-"))
     stack = BenchStack(ports, upstream_native, workdir, args.native_workers, args.native_access_log)
 
@@ -450,8 +472,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if len(native_pids) != args.native_workers + (1 if args.native_workers > 1 else 0):
             raise CLIError(f"native gateway: expected {args.native_workers} worker(s), found processes {native_pids}")
         nat_res = wrk_with_cpu(f"http://127.0.0.1:{stack.upstream_native}/", native_pids, d, c)
-        log(f"latency at {RATE} req/s: native gateway, then Envoy gateway (mTLS, no sidecar), "
-            "each vs a signed Invoke straight to the Lambda")
+        log(f"latency at {RATE} req/s: native gateway, then Envoy gateway, then the floor gateway (mTLS, no "
+            "sidecar), each vs a signed Invoke straight to the Lambda")
         lat = latency_loop(stack, workdir, args.latency_seconds)
     finally:
         stack.stop()
@@ -463,7 +485,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     r2 = lambda x: round(x, 2)  # noqa: E731
     r3 = lambda x: round(x, 3)  # noqa: E731
     cpu_ratio = nat_res["cpu_us_per_req"] / env_res["cpu_us_per_req"]
-    nat, env = lat["native"], lat["envoy"]
+    nat, env, flo = lat["native"], lat["envoy"], lat["floor"]
     added_p50 = nat["gateway_p50_ms"] - nat["direct_p50_ms"]
     added_p99 = nat["gateway_p99_ms"] - nat["direct_p99_ms"]
     return {
@@ -482,6 +504,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "envoy_added_p50_ms": r3(env["gateway_p50_ms"] - env["direct_p50_ms"]),
             "envoy_added_p99_ms": r3(env["gateway_p99_ms"] - env["direct_p99_ms"]),
             "envoy_gateway_p50_ms": r3(env["gateway_p50_ms"]), "envoy_gateway_p99_ms": r3(env["gateway_p99_ms"]),
+            "floor_added_p50_ms": r3(flo["gateway_p50_ms"] - flo["direct_p50_ms"]),
+            "floor_added_p99_ms": r3(flo["gateway_p99_ms"] - flo["direct_p99_ms"]),
             "lambda_alone_rps": r2(lam["rps"]),
         },
         "under_load_latency_ms": {
@@ -491,7 +515,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "requests": {"native": nat_res["requests"], "envoy": env_res["requests"], "lambda_alone": lam["requests"],
                      "latency_loop_each": nat["n"]},
-        "latency_loop_rate": {"native": nat["achieved_rate"], "envoy": env["achieved_rate"]},
+        "latency_loop_rate": {"native": nat["achieved_rate"], "envoy": env["achieved_rate"], "floor": flo["achieved_rate"]},
         "envoy_concurrency": ENVOY_CONCURRENCY,
         "native_processes": args.native_workers,
         "native_access_log": args.native_access_log,

@@ -1,6 +1,6 @@
 """Paired A/B of the native gateway's added latency: this checkout against another one, one stack.
 
-    python bench/dataplane_ab.py --base ../other-checkout [--rounds 3] [--seconds 8] [--workers 2]
+    python bench/dataplane_ab.py [--base ../other-checkout] [--rounds 3] [--seconds 8] [--workers 2]
 
 Small changes to the gateway (tens of µs) are lost in ``bench/dataplane.py``'s run-to-run
 spread: this VM's speed moves by more than that between runs. Here both versions run at the
@@ -18,6 +18,10 @@ same time, so they see the same machine state:
 
 Prints one JSON line per round: each gateway's p50 minus the direct p50, in ms, and
 ``new_minus_base``. Two checkouts of the same commit give 0.00 +- 0.02 ms.
+
+Without ``--base``, "base" is ``bench/floor_gateway.py`` (already in the stack): the least
+gateway, so ``new_minus_base`` is what this checkout's gateway adds above the work no
+gateway can skip.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,14 +42,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dataplane as D  # noqa: E402
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def measure(stack: D.BenchStack, base_port: int, workdir: Path, rounds: int, seconds: float) -> list[dict[str, float]]:
@@ -85,27 +80,31 @@ def measure(stack: D.BenchStack, base_port: int, workdir: Path, rounds: int, sec
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", required=True, type=Path, help="another checkout of terminus (its gateway package)")
+    ap.add_argument("--base", type=Path,
+                    help="another checkout of terminus (its gateway package); without it, bench/floor_gateway.py")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=8.0, help="per round, at 100 requests/s per stream")
     ap.add_argument("--workers", type=int, default=D.NATIVE_WORKERS)
     args = ap.parse_args()
-    if not (args.base / "gateway" / "dataplane").is_dir():
+    if args.base is not None and not (args.base / "gateway" / "dataplane").is_dir():
         ap.error(f"{args.base} is not a terminus checkout")
-    ports = D.demo.Ports(**{name: D._free_port() for name in vars(D.demo.Ports())})
+    ports = D.demo.Ports(**{name: D.free_port() for name in vars(D.demo.Ports())})
     workdir = Path(tempfile.mkdtemp(prefix="terminus-bench-ab-"))
-    stack = D.BenchStack(ports, D._free_port(), workdir, args.workers)
-    base_port = D._free_port()
+    stack = D.BenchStack(ports, D.free_port(), workdir, args.workers)
+    base_port = D.free_port()
     base: subprocess.Popen[bytes] | None = None
     try:
         stack.start()
+        if args.base is None:
+            measure(stack, stack.floor_port, workdir, args.rounds, args.seconds)
+            return
         log = open(workdir / "base-gateway.log", "wb")  # noqa: SIM115 - closed with the process
         base = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "gateway", "--service", "native-gateway",
-                                 "--listen", f"127.0.0.1:{base_port}", "--metrics-listen", f"127.0.0.1:{D._free_port()}",
+                                 "--listen", f"127.0.0.1:{base_port}", "--metrics-listen", f"127.0.0.1:{D.free_port()}",
                                  "--data-dir", str(workdir / "data"), "--workers", str(args.workers), *stack.native_args],
                                 cwd=args.base.resolve(), env=stack.env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-        stack.wait_for("the base gateway", lambda: _listening(base_port))
+        stack.wait_for("the base gateway", lambda: D._listening(base_port))
         measure(stack, base_port, workdir, args.rounds, args.seconds)
     finally:
         if base is not None:
