@@ -17,8 +17,8 @@ benchmark's shape, with the gateway's own code for each required step:
 It skips what the real gateway adds for correctness and operations: h11's grammar checks,
 path normalization, route lookup by SNI, the identity verifier, metrics, error mapping,
 pooling, flow control and timeouts. What the real gateway adds above this anchor is the cost
-of those; what this anchor adds above a straight call is the floor for any gateway in
-Python on this machine. Not a product: bad input here is not handled.
+of those; what this anchor adds above a straight call is a floor for a gateway in Python
+on this machine. Not a product: bad input here is not handled.
 """
 
 from __future__ import annotations
