@@ -82,20 +82,12 @@ from gateway.cli.client import CLIError  # noqa: E402
 from gateway.dataplane.transform import jsonize_request  # noqa: E402
 from gateway.demo import stack as demo  # noqa: E402
 from gateway.identity.sni import service_sni  # noqa: E402
-from gateway.loopback import free_port  # noqa: E402
+from gateway.loopback import free_port, is_listening  # noqa: E402
 
 RATE = 100  # requests per second for the latency loop
 LAT_SECONDS = 10
 ENVOY_CONCURRENCY = 2
 NATIVE_WORKERS = os.cpu_count() or 1  # one worker process per core
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 class BenchStack(demo.Stack):
@@ -113,21 +105,6 @@ class BenchStack(demo.Stack):
 
     def pid(self, name: str) -> int:
         return next(proc.pid for n, proc in self.procs if n == name)
-
-    def spawn_envoy_args(self, name: str, envoy_args: list[str], *args: str) -> None:
-        out = subprocess.run([sys.executable, "-m", "gateway.cli.main", "connect", "envoy", "--bootstrap",
-                              "--grpc-addr", f"127.0.0.1:{self.ports.grpc}", *args],
-                             env=self.env, capture_output=True, text=True, timeout=60)
-        if out.returncode != 0:
-            raise CLIError(f"{name}: {out.stderr.strip()}")
-        from xds.envoy import envoy_binary
-
-        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([envoy_binary(), "--config-yaml", out.stdout, "--disable-hot-restart",
-                                 "--base-id", str(os.getpid() % 10000 * 10 + len(self.procs)), "-l", "warning",
-                                 *envoy_args],
-                                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append((name, proc))
 
     def register(self) -> None:
         p = self.ports
@@ -161,17 +138,15 @@ class BenchStack(demo.Stack):
         self.spawn("native-gateway", "gateway", "--service", "native-gateway", "--listen", f"127.0.0.1:{p.native_gateway}",
                    "--metrics-listen", f"127.0.0.1:{p.metrics}", "--data-dir", str(data),
                    "--workers", str(self.native_workers), *self.native_args)
-        log = open(self.workdir / "floor-gateway.log", "wb")  # noqa: SIM115 - closed with the process
-        self.procs.append(("floor-gateway", subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("floor_gateway.py")), "--listen", str(self.floor_port),
-             "--http-addr", self.http, "--lambda-port", str(p.lambda_)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)))
-        self.spawn_envoy_args("envoy-gateway", ["--concurrency", str(ENVOY_CONCURRENCY)],
-                              "--gateway", "terminating", "--service", "lambda-gateway",
-                              "--admin-bind", f"127.0.0.1:{p.admin_gateway}", "--http-addr", self.http)
-        self.spawn_envoy_args("envoy-bench-sidecar", [], "--proxy-id", "bench-sidecar-proxy",
-                              "--admin-bind", f"127.0.0.1:{p.admin_sidecar}", "--http-addr", self.http)
-        self.wait_for("the floor gateway", lambda: _listening(self.floor_port))
+        self.start_process("floor-gateway", [sys.executable, str(Path(__file__).with_name("floor_gateway.py")),
+                                             "--listen", str(self.floor_port), "--http-addr", self.http,
+                                             "--lambda-port", str(p.lambda_)])
+        self.spawn_envoy("envoy-gateway", "--gateway", "terminating", "--service", "lambda-gateway",
+                         "--admin-bind", f"127.0.0.1:{p.admin_gateway}", "--http-addr", self.http,
+                         envoy_args=("--concurrency", str(ENVOY_CONCURRENCY)))
+        self.spawn_envoy("envoy-bench-sidecar", "--proxy-id", "bench-sidecar-proxy",
+                         "--admin-bind", f"127.0.0.1:{p.admin_sidecar}", "--http-addr", self.http)
+        self.wait_for("the floor gateway", lambda: is_listening(self.floor_port))
         for port in (self.upstream_envoy, self.upstream_native):
             url = f"http://127.0.0.1:{port}/"
             self.wait_for(f"a first answer through 127.0.0.1:{port}",
@@ -295,7 +270,8 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def _spiffe_uri(der: bytes) -> str:
+def spiffe_uri(der: bytes) -> str:
+    """The first URI SAN of a DER certificate: its SPIFFE ID."""
     cert = x509.load_der_x509_certificate(der)
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return san.get_values_for_type(x509.UniformResourceIdentifier)[0]
@@ -309,8 +285,8 @@ def gateway_headers(tls: ssl.SSLSocket, client_pem: str) -> list[tuple[str, str]
     client_der = ssl.PEM_cert_to_DER_cert(client_pem)
     gateway_der = tls.getpeercert(binary_form=True)
     assert gateway_der is not None
-    xfcc = (f"By={_spiffe_uri(gateway_der)};Hash={hashlib.sha256(client_der).hexdigest()};"
-            f"URI={_spiffe_uri(client_der)}")
+    xfcc = (f"By={spiffe_uri(gateway_der)};Hash={hashlib.sha256(client_der).hexdigest()};"
+            f"URI={spiffe_uri(client_der)}")
     return [("host", "fn-native"), ("user-agent", "terminus-bench"), ("x-request-id", str(uuid.uuid4())),
             ("x-forwarded-proto", "https"), ("x-forwarded-client-cert", xfcc)]
 

@@ -28,11 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -92,30 +89,21 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="terminus-bench-ab-"))
     stack = D.BenchStack(ports, D.free_port(), workdir, args.workers)
     base_port = D.free_port()
-    base: subprocess.Popen[bytes] | None = None
     try:
         stack.start()
         if args.base is None:
             measure(stack, stack.floor_port, workdir, args.rounds, args.seconds)
             return
-        log = open(workdir / "base-gateway.log", "wb")  # noqa: SIM115 - closed with the process
-        base = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "gateway", "--service", "native-gateway",
-                                 "--listen", f"127.0.0.1:{base_port}", "--metrics-listen", f"127.0.0.1:{D.free_port()}",
-                                 "--data-dir", str(workdir / "data"), "--workers", str(args.workers), *stack.native_args],
-                                cwd=args.base.resolve(), env=stack.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        stack.wait_for("the base gateway", lambda: D._listening(base_port))
+        stack.start_process("base-gateway", [
+            sys.executable, "-m", "gateway.cli.main", "gateway", "--service", "native-gateway",
+            "--listen", f"127.0.0.1:{base_port}", "--metrics-listen", f"127.0.0.1:{D.free_port()}",
+            "--data-dir", str(workdir / "data"), "--workers", str(args.workers), *stack.native_args,
+        ], cwd=args.base.resolve())  # its own gateway package: `-m` looks in the working directory first
+        stack.wait_for("the base gateway", lambda: D.is_listening(base_port))
         measure(stack, base_port, workdir, args.rounds, args.seconds)
     finally:
-        if base is not None:
-            try:
-                os.killpg(base.pid, signal.SIGTERM)
-                base.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(base.pid, signal.SIGKILL)
         stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 import uvloop  # noqa: E402
-from cryptography import x509  # noqa: E402
 
+from dataplane import spiffe_uri  # noqa: E402 - bench/dataplane.py, beside this file
 from gateway.awslambda.sigv4 import Credentials  # noqa: E402
 from gateway.dataplane.http1 import split_head  # noqa: E402
 from gateway.dataplane.lambda_client import LambdaClient, LambdaTarget, StaticCredentialProvider  # noqa: E402
@@ -63,11 +63,6 @@ def read_head(buf: bytearray) -> tuple[int, str, list[tuple[str, str]]] | None:
         name, _, value = line.partition(b":")
         headers.append((name.decode("ascii").lower(), value.strip().decode("latin-1")))
     return end, lines[0].decode("latin-1"), headers
-
-
-def spiffe_uri(cert: x509.Certificate) -> str:
-    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return san.get_values_for_type(x509.UniformResourceIdentifier)[0]
 
 
 class HeadReader(asyncio.Protocol):
@@ -118,7 +113,7 @@ class Downstream(HeadReader):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         der = transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        uri = spiffe_uri(x509.load_der_x509_certificate(der))
+        uri = spiffe_uri(der)
         self.caller = ServiceName(uri.rsplit("/svc/", 1)[1])
         self.xfcc = f"By={self.gw.own_uri};Hash={hashlib.sha256(der).hexdigest()};URI={uri}"
 
@@ -155,7 +150,7 @@ class FloorGateway:
         self.destination = ServiceName(DESTINATION)
         leaf = httpx.get(f"{http}/v1/agent/connect/ca/leaf/{DESTINATION}", timeout=10).json()
         roots = httpx.get(f"{http}/v1/agent/connect/ca/roots", timeout=10).json()
-        self.own_uri = spiffe_uri(x509.load_pem_x509_certificate(leaf["CertPEM"].encode()))
+        self.own_uri = spiffe_uri(ssl.PEM_cert_to_DER_cert(leaf["CertPEM"]))
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.load_verify_locations(cadata="".join(r["RootCert"] for r in roots["Roots"]))

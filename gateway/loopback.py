@@ -1,5 +1,5 @@
-"""Free loopback ports for local stacks (tests, benchmarks), picked where no outgoing
-connection can take them first.
+"""Loopback ports for local stacks (tests, benchmarks): free ones, picked where no outgoing
+connection can take them first, and whether one is listening yet.
 
 The usual trick, ``bind(0)`` and close, hands out a port from the kernel's ephemeral range.
 Between that close and the moment a server binds the port, any outgoing connection on the
@@ -16,7 +16,7 @@ import random
 import socket
 import threading
 
-__all__ = ["free_port"]
+__all__ = ["free_port", "is_listening"]
 
 _RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
 _LINUX_DEFAULT = (32768, 60999)
@@ -54,3 +54,12 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:  # nothing free outside the range: the kernel's choice
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def is_listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port`` now."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True

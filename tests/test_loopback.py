@@ -37,3 +37,15 @@ def test_the_range_file_is_read(tmp_path, monkeypatch) -> None:
     assert ephemeral_range() == (40000, 50000)
     monkeypatch.setattr(loopback, "_RANGE_FILE", str(tmp_path / "missing"))
     assert ephemeral_range() == (32768, 60999)
+
+
+def test_is_listening_sees_a_listener_come_and_go() -> None:
+    from gateway.loopback import is_listening
+
+    port = free_port()
+    assert not is_listening(port)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        assert is_listening(port)
+    assert not is_listening(port)

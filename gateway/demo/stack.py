@@ -68,13 +68,17 @@ class Stack:
         }
         self.env.pop("AWS_SESSION_TOKEN", None)
 
-    def spawn(self, name: str, *args: str) -> None:
+    def start_process(self, name: str, argv: list[str], cwd: Path | None = None) -> None:
+        """Run ``argv`` in its own process group (stop() ends it), output to ``<name>.log``."""
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", *args], env=self.env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, cwd=cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         self.procs.append((name, proc))
 
-    def spawn_envoy(self, name: str, *args: str) -> None:
+    def spawn(self, name: str, *args: str) -> None:
+        self.start_process(name, [sys.executable, "-m", "gateway.cli.main", *args])
+
+    def spawn_envoy(self, name: str, *args: str, envoy_args: tuple[str, ...] = ()) -> None:
         out = subprocess.run([sys.executable, "-m", "gateway.cli.main", "connect", "envoy", "--bootstrap",
                               "--grpc-addr", f"127.0.0.1:{self.ports.grpc}", *args],
                              env=self.env, capture_output=True, text=True, timeout=60)
@@ -82,11 +86,9 @@ class Stack:
             raise CLIError(f"{name}: {out.stderr.strip()}")
         from xds.envoy import envoy_binary
 
-        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([envoy_binary(), "--config-yaml", out.stdout, "--disable-hot-restart",
-                                 "--base-id", str(os.getpid() % 10000 * 10 + len(self.procs)), "-l", "warning"],
-                                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append((name, proc))
+        self.start_process(name, [envoy_binary(), "--config-yaml", out.stdout, "--disable-hot-restart",
+                                  "--base-id", str(os.getpid() % 10000 * 10 + len(self.procs)), "-l", "warning",
+                                  *envoy_args])
 
     def wait_for(self, what: str, check: object, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
